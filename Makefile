@@ -1,0 +1,60 @@
+# Set-up is part of every target: `make demo` and `make test` work on a fresh machine and are
+# no-ops for the install step when .venv is already up to date (stamp files track the requirements).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP     := $(VENV)/.dev-installed
+PYTEST_ARGS ?=
+
+export GRADIO_ANALYTICS_ENABLED ?= False
+export YOLO_OFFLINE ?= 1
+export PYTHONDONTWRITEBYTECODE = 1
+
+.PHONY: install install-dev demo test test-fast lint format bench browser clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME_STAMP): requirements.txt pyproject.toml | $(PY)
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)
+	$(PIP) install -q -r requirements-dev.txt
+	@touch $@
+
+install: $(RUNTIME_STAMP)
+install-dev: $(DEV_STAMP)
+
+demo: install
+	$(PY) app.py $(ARGS)
+
+# Debian's Chromium for the real-browser tests (Playwright drives it; it never downloads a browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lint: install-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install-dev
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: install-dev browser lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install-dev lint
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: install-dev
+	$(PY) benchmarks/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,217 @@
+"""Checkpoints: ``model.safetensors`` + ``config.json`` in a folder or a Hugging Face Hub repository.
+
+``config.json`` holds the full :class:`ModelConfig` (model name, architecture, label names, input size,
+normalisation), so :func:`load_model` rebuilds the exact network from the checkpoint alone, then loads the
+tensors with strict key and shape matching. Only safetensors are read: nothing a user supplies is ever
+unpickled (a ``.pt``/``.bin`` file is refused with a message saying how to convert it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sibnet.config import ModelConfig
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT = "sibnet-checkpoint"
+FORMAT_VERSION = 1
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, in a refused format, or does not match its config."""
+
+
+def save_pretrained(
+    model: torch.nn.Module, directory: str | Path, training: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed).
+
+    Args:
+        model: a :class:`sibnet.models.network.ContextEmotionNet` (DDP/compiled wrappers are unwrapped).
+        directory: target folder.
+        training: optional metadata (loss, dataset, metrics, seed...) stored under ``"training"``.
+
+    Returns:
+        The folder path.
+    """
+    from safetensors.torch import save_file
+
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    config: ModelConfig = model.config
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = out / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "sibnet_model": config.name})
+    os.replace(tmp, out / WEIGHTS_NAME)  # atomic: a crash never leaves a half-written checkpoint
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **config.to_dict()}
+    if training is not None:
+        meta["training"] = training
+    (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    return out
+
+
+def _resolve_files(
+    source: str | Path,
+    *,
+    subfolder: str | None,
+    revision: str | None,
+    cache_dir: str | Path | None,
+    local_files_only: bool | None,
+) -> tuple[Path, Path, str]:
+    """Return (config.json, model.safetensors, description) for a local folder or a Hub repo id."""
+    path = Path(source).expanduser()
+    if subfolder:
+        path = path / subfolder
+    if path.is_file():
+        if path.suffix in _PICKLE_SUFFIXES:
+            raise CheckpointError(
+                f"{path} is a pickle file; SIB-Net only loads safetensors checkpoints (pickles can run code). "
+                "Convert it with the code that wrote it: build the model, load the state dict yourself, then "
+                "call model.save_pretrained(folder)."
+            )
+        raise CheckpointError(
+            f"{path} is a file; pass the checkpoint folder holding {CONFIG_NAME} and {WEIGHTS_NAME}"
+        )
+    if path.is_dir():
+        return _check_local(path), path / WEIGHTS_NAME, str(path)
+    text = str(source)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1 or text.endswith(_PICKLE_SUFFIXES):
+        raise CheckpointError(
+            f"no checkpoint folder at {path} (and {text!r} is not a Hub repo id 'owner/name')"
+        )
+    return _download(text, subfolder, revision, cache_dir, local_files_only)
+
+
+def _check_local(path: Path) -> Path:
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if not (path / WEIGHTS_NAME).is_file():
+        if pickles:
+            raise CheckpointError(
+                f"{path} holds {pickles} but no {WEIGHTS_NAME}; pickle checkpoints are refused (they can run "
+                "code). Re-save the model with model.save_pretrained(folder)."
+            )
+        raise CheckpointError(f"{path} has no {WEIGHTS_NAME}: not a SIB-Net checkpoint folder")
+    if not (path / CONFIG_NAME).is_file():
+        raise CheckpointError(f"{path} has no {CONFIG_NAME}: the model cannot be rebuilt without it")
+    return path / CONFIG_NAME
+
+
+def _download(
+    repo_id: str,
+    subfolder: str | None,
+    revision: str | None,
+    cache_dir: str | Path | None,
+    local_files_only: bool | None,
+) -> tuple[Path, Path, str]:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    kwargs: dict[str, Any] = {"subfolder": subfolder, "revision": revision, "cache_dir": cache_dir}
+    if local_files_only is not None:
+        kwargs["local_files_only"] = local_files_only
+    where = f"{repo_id}{'/' + subfolder if subfolder else ''}{'@' + revision if revision else ''}"
+    try:
+        config = hf_hub_download(repo_id, CONFIG_NAME, **kwargs)
+        weights = hf_hub_download(repo_id, WEIGHTS_NAME, **kwargs)
+    except LocalEntryNotFoundError as err:
+        raise CheckpointError(
+            f"checkpoint {where} is not in the Hugging Face cache and cannot be downloaded (offline?): {err}. "
+            "Download it while online, or pass a local folder."
+        ) from err
+    except (RepositoryNotFoundError, EntryNotFoundError) as err:
+        raise CheckpointError(f"no SIB-Net checkpoint at Hub repo {where}: {err}") from err
+    except Exception as err:
+        raise CheckpointError(f"could not fetch checkpoint {where}: {type(err).__name__}: {err}") from err
+    return Path(config), Path(weights), f"hub:{where}"
+
+
+def read_config(config_path: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """Parse ``config.json`` into the model config and the training metadata."""
+    try:
+        meta = json.loads(Path(config_path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{config_path} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{config_path} is not a SIB-Net checkpoint config (missing format={FORMAT!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{config_path} has format_version {meta['format_version']}; upgrade sibnet to read it"
+        )
+    training = meta.pop("training", {}) or {}
+    for key in ("format", "format_version"):
+        meta.pop(key, None)
+    try:
+        return ModelConfig.from_dict(meta), training
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{config_path}: invalid model config: {err}") from err
+
+
+def load_model(
+    source: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    subfolder: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+) -> torch.nn.Module:
+    """Rebuild a model from a checkpoint folder or a Hub repo id, in eval mode.
+
+    Args:
+        source: a local folder with ``config.json`` + ``model.safetensors``, or ``"owner/name"`` on the Hub.
+        device: where to put the model.
+        subfolder: folder inside the source (e.g. ``"sibnet"`` in a repo holding the three demo models).
+        revision: Hub branch, tag or commit.
+        cache_dir: Hub download cache (default: huggingface_hub's).
+        local_files_only: Hub: never touch the network (``HF_HUB_OFFLINE=1`` does the same).
+
+    Raises:
+        CheckpointError: missing, truncated, pickle, or mismatched checkpoint; the message says which.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from sibnet.models.registry import build_model
+
+    config_path, weights_path, where = _resolve_files(
+        source, subfolder=subfolder, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
+    config, training = read_config(config_path)
+    try:
+        model = build_model(config)
+    except ValueError as err:
+        raise CheckpointError(f"{where}: {err}") from err
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights_path} is truncated or not a safetensors file: {err}") from err
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: the weights do not match architecture {config.name!r} of its config.json: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    wrong = [
+        (k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items() if state[k].shape != v.shape
+    ]
+    if wrong:
+        key, got, want = wrong[0]
+        raise CheckpointError(
+            f"{where}: {len(wrong)} tensors have the wrong shape for {config.name!r} with {config.num_classes} "
+            f"labels, e.g. {key}: {got} in the file, {want} expected (wrong label count or architecture?)"
+        )
+    model.load_state_dict(state, strict=True)
+    model.training_info = training  # type: ignore[attr-defined]
+    model.checkpoint_source = where  # type: ignore[attr-defined]
+    return model.to(device).eval()
