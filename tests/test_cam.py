@@ -1,0 +1,197 @@
+"""CAM engine: one pass per model, the same maps as the naive way, thread-safe, side-effect free."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import sibnet
+from sibnet import cam as cam_mod
+from sibnet.cam import (
+    CAM_METHODS,
+    ProjectedMap,
+    branch_cams,
+    check_method,
+    composite_map,
+    model_features,
+    naive_branch_cams,
+    paste,
+    project_map,
+    resolve_target,
+)
+
+SIZE = 64
+
+
+def _model(name: str = "sibnet", **kw) -> sibnet.ContextEmotionNet:
+    torch.manual_seed(0)
+    return sibnet.create_model(name, input_size=SIZE, resize=SIZE + 4, layer4_stride=1, **kw).eval()
+
+
+def _inputs(batch: int = 2, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 3, SIZE, SIZE, generator=g) for _ in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [("sibnet", m) for m in CAM_METHODS if m != "activation"]
+    + [(n, "gradcam") for n in ("attention", "concat", "scene")],
+)
+def test_one_pass_maps_equal_naive_per_branch_calls(name, method):
+    """Head-only backward on cached maps gives exactly what one full-network pytorch-grad-cam call per branch gives."""
+    model = _model(name)
+    x = _inputs()
+    fast = branch_cams(model, x, [3, 7], method)
+    naive = naive_branch_cams(model, x, [3, 7], method)
+    n = model.config.num_branches
+    assert fast.maps.shape == (2, n, SIZE, SIZE)
+    assert fast.maps.dtype == np.float32 and fast.maps.min() >= 0 and fast.maps.max() <= 1
+    np.testing.assert_allclose(fast.maps, naive.maps, atol=1e-5)
+    np.testing.assert_allclose(fast.target_logits, naive.target_logits, rtol=1e-5)
+    with torch.no_grad():
+        logits = model(*x).logits
+    np.testing.assert_allclose(fast.target_logits, logits[[0, 1], [3, 7]].numpy(), rtol=1e-5)
+
+
+def test_maps_depend_on_target_and_method():
+    model = _model()
+    x = _inputs()
+    a = branch_cams(model, x, [0, 0]).maps
+    b = branch_cams(model, x, [5, 5]).maps
+    c = branch_cams(model, x, [0, 0], "layercam").maps
+    assert not np.allclose(a, b)
+    assert not np.allclose(a, c)
+    assert a.max() == pytest.approx(1.0, abs=1e-3)  # min-max scaled per map
+
+
+def test_activation_map_is_channel_mean_of_final_map():
+    model = _model("concat")
+    x = _inputs(1)
+    feats = model_features(model, x)
+    out = branch_cams(model, None, 0, "activation", features=feats)
+    raw = feats[1][0].mean(0).clamp_min(0).numpy()
+    import cv2
+
+    expected = cv2.resize((raw - raw.min()) / (raw.max() - raw.min() + 1e-7), (SIZE, SIZE))
+    np.testing.assert_allclose(out.maps[0, 1], np.clip(expected, 0, 1), atol=1e-5)
+    assert np.isnan(out.target_logits).all()
+
+
+def test_one_forward_and_one_backward_that_stops_at_the_target_layers(monkeypatch):
+    model = _model()
+    x = _inputs()
+    calls = {"features": 0, "stem": 0, "head": 0, "backward": 0, "trunk_backward": 0}
+    original = model.forward_features
+
+    def counting_features(*a):
+        calls["features"] += 1
+        return original(*a)
+
+    monkeypatch.setattr(model, "forward_features", counting_features)
+    for trunk in model.branches:
+        trunk.stem.register_forward_hook(lambda *_: calls.__setitem__("stem", calls["stem"] + 1))
+        trunk.register_full_backward_hook(
+            lambda *_: calls.__setitem__("trunk_backward", calls["trunk_backward"] + 1)
+        )
+    head_forward = cam_mod._HeadForCAM.forward
+
+    def counting_head(self, stacked):
+        calls["head"] += 1
+        return head_forward(self, stacked)
+
+    monkeypatch.setattr(cam_mod._HeadForCAM, "forward", counting_head)
+    backward = torch.Tensor.backward
+
+    def counting_backward(self, *a, **kw):
+        calls["backward"] += 1
+        return backward(self, *a, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "backward", counting_backward)
+    out = branch_cams(model, x, [1, 2], "gradcam")
+    assert out.maps.shape == (2, 3, SIZE, SIZE)
+    assert calls == {"features": 1, "stem": 3, "head": 1, "backward": 1, "trunk_backward": 0}
+
+
+def test_model_is_left_untouched():
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for method in CAM_METHODS:
+        branch_cams(model, _inputs(), [1, 2], method)
+    assert not model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
+
+
+def test_concurrent_threads_get_their_own_results():
+    model = _model()
+    jobs = [
+        (_inputs(2, seed), [seed % 26, (seed * 7) % 26], method)
+        for seed, method in ((1, "gradcam"), (2, "layercam"), (3, "gradcam++"))
+    ]
+    serial = [branch_cams(model, x, t, m).maps for x, t, m in jobs]
+    results: dict[int, list[np.ndarray]] = {i: [] for i in range(len(jobs))}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(jobs))
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(4):
+                x, t, m = jobs[i]
+                results[i].append(branch_cams(model, x, t, m).maps)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    for i, expected in enumerate(serial):
+        assert len(results[i]) == 4
+        for got in results[i]:
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_bad_requests_list_the_valid_choices():
+    model = _model()
+    with pytest.raises(ValueError, match="valid methods: gradcam, gradcam\\+\\+, xgradcam"):
+        branch_cams(model, _inputs(), 0, "scorecam")
+    with pytest.raises(ValueError, match="valid labels: Affection, Anger"):
+        resolve_target(model.labels, "Joy")
+    assert resolve_target(model.labels, "happiness") == model.labels.index("Happiness")
+    with pytest.raises(ValueError, match="out of range"):
+        branch_cams(model, _inputs(), [0, 26])
+    with pytest.raises(ValueError, match="one target per item"):
+        branch_cams(model, _inputs(), [0, 1, 2])
+    with pytest.raises(ValueError, match=r"expects 3 tensors \(face, body, scene\), each \(B, 3, 64, 64\)"):
+        branch_cams(model, [torch.randn(1, 3, 32, 32)] * 3, 0)
+    assert check_method("Grad-CAM++") == "gradcam++"
+
+
+def test_project_paste_and_composite_put_maps_on_their_boxes():
+    cam = np.zeros((8, 8), np.float32)
+    cam[:, 4:] = 1.0  # right half hot
+    face = project_map(cam, (10.0, 10.0, 30.0, 30.0))
+    assert face.values.shape == (20, 20) and face.box == (10.0, 10.0, 30.0, 30.0)
+    scaled = project_map(cam, (10.0, 10.0, 30.0, 30.0), scale=2.0)
+    assert scaled.box == (20.0, 20.0, 60.0, 60.0)
+    canvas = paste(face, np.zeros((40, 50), np.float32))
+    assert canvas[:10].max() == 0 and canvas[:, :10].max() == 0 and canvas[30:].max() == 0
+    assert canvas[15, 28] > 0.9 and canvas[15, 12] < 0.1
+    scene = ProjectedMap(np.full((40, 50), 0.25, np.float32), (0.0, 0.0, 50.0, 40.0))
+    body = ProjectedMap(np.full((30, 30), 0.5, np.float32), (5.0, 5.0, 35.0, 35.0))
+    comp = composite_map({"face": face, "body": body, "scene": scene}, 40, 50)
+    assert comp[0, 0] == 0.25 and comp[6, 6] == 0.5 and comp[15, 28] > 0.9
+    # a box partly outside the canvas is cropped, not wrapped
+    edge = paste(
+        ProjectedMap(np.ones((10, 10), np.float32), (-5.0, -5.0, 5.0, 5.0)), np.zeros((20, 20), np.float32)
+    )
+    assert edge[:5, :5].min() == 1 and edge[5:].max() == 0
