@@ -1,0 +1,330 @@
+"""EMOTIC and CAER-S loaders (paper §4.1) over the synthetic datasets and hand-made broken ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import savemat
+
+from sibnet.data import DatasetError
+from sibnet.data.caer import CaerDataset, list_caer_images
+from sibnet.data.emotic import EmoticDataset, read_emotic_mat
+from sibnet.data.masking import FACE_ESTIMATED
+from sibnet.data.synthetic import EMOTIC_PLANTED, make_synthetic_caer, make_synthetic_emotic
+from sibnet.labels import CAER_CLASSES, EMOTIC_CATEGORIES
+
+SMALL = dict(size=64, resize=72)
+
+
+@pytest.fixture(scope="module")
+def emotic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("emotic")
+    make_synthetic_emotic(root, n_train=16, n_val=6, n_test=6, size=128, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def caer_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("caer")
+    make_synthetic_caer(root, n_train=42, n_val=14, n_test=14, size=128, seed=2)
+    return root
+
+
+def _cues(root: Path, split: str) -> list[dict]:
+    return [c for c in json.loads((root / "cues.json").read_text())["items"] if c["split"] == split]
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / src.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ---------------------------------------------------------------------------------------------------------
+# EMOTIC
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+@pytest.mark.parametrize("layout", ["mat", "csv"])
+def test_emotic_records_match_what_was_written(emotic_root: Path, split: str, layout: str):
+    annotations = None if layout == "mat" else emotic_root / "emotic_pre"
+    ds = EmoticDataset(emotic_root, split, annotations=annotations, **SMALL)
+    assert ds.annotations_path.suffix == (".mat" if layout == "mat" else ".csv")
+    cues = _cues(emotic_root, split)
+    assert len(ds) == len(cues)
+    for rec, cue in zip(ds.records, cues):
+        assert rec.annotation.image == cue["image"] and rec.annotation.person == cue["person"]
+        assert rec.path == emotic_root / cue["image"]
+        assert rec.body_box == tuple(cue["body_box"])
+        assert rec.face_box == tuple(cue["face_box"]) and rec.face_source == "synthetic"
+        assert rec.annotation.categories == tuple(cue["labels"])
+        assert [EMOTIC_CATEGORIES[i] for i in np.flatnonzero(rec.target)] == cue["labels"]
+        assert all(np.isfinite(rec.annotation.vad)) and rec.annotation.gender in ("Male", "Female")
+    s = ds.summary()
+    assert s["people"] == len(cues) and s["faces_missing_from_cache"] == 0
+    assert set(k for k, v in s["positives"].items() if v) <= set(EMOTIC_PLANTED)
+    assert ds.multi_label is True and ds.labels == EMOTIC_CATEGORIES
+
+
+def test_emotic_item_and_crop_seeding(emotic_root: Path):
+    ds = EmoticDataset(emotic_root, "train", seed=7, **SMALL)
+    assert ds.train  # default for the train split
+    item = ds[3]
+    assert set(item) == {"face", "body", "scene", "target", "index"} and item["index"] == 3
+    assert item["face"].shape == (3, 64, 64) and item["target"].shape == (26,)
+    assert item["target"].dtype == torch.float32
+    again = EmoticDataset(emotic_root, "train", seed=7, **SMALL)[3]  # another worker / rank
+    assert torch.equal(item["scene"], again["scene"])
+    ds.set_epoch(1)
+    assert not torch.equal(item["scene"], ds[3]["scene"])  # new epoch, new crops
+    ds.set_epoch(0)
+    assert torch.equal(item["body"], ds[3]["body"])
+    val = EmoticDataset(emotic_root, "val", **SMALL)
+    assert not val.train and torch.equal(val[0]["face"], val[0]["face"])
+
+
+def test_emotic_squeeze_edge_cases_from_the_generator(emotic_root: Path):
+    people = read_emotic_mat(emotic_root / "Annotations" / "Annotations.mat", "val")
+    first = [p for p in people if p.entry == 0]
+    assert len(first) == 2  # an array of persons
+    single = [p for p in people if p.entry == 1]
+    assert len(single) == 1 and len(single[0].categories) == 1  # a struct, a str category, one annotator
+
+
+def _person(categories, **extra):
+    cell = np.empty((1, len(categories)), dtype=object)
+    cell[0, :] = categories
+    return {
+        "body_bbox": np.array([[2.0, 3.0, 40.0, 46.0]]),
+        "annotations_categories": {"categories": cell},
+        "annotations_continuous": {"valence": 5.0, "arousal": 6.0, "dominance": 7.0},
+        **extra,
+        "gender": "Female",
+        "age": "Kid",
+    }
+
+
+def _tiny_emotic(root: Path, train_categories=("Happiness",), val_extra=None) -> Path:
+    """A hand-written Annotations.mat: every split a single entry (a struct after squeeze_me), with a single
+    person and a single category; val has one annotator plus the consensus fields."""
+    from PIL import Image
+
+    (root / "imgs").mkdir(parents=True)
+    Image.new("RGB", (48, 50), (90, 100, 110)).save(root / "imgs" / "a.jpg")
+    entry = {
+        "filename": "a.jpg",
+        "folder": "imgs",
+        "image_size": {"n_col": 48.0, "n_row": 50.0},
+        "original_database": {"name": "mscoco", "info": {"image_id": 1.0}},
+    }
+    combined = np.empty((1, 2), dtype=object)
+    combined[0, :] = ["Pain", "Fear"]
+    val_person = _person(
+        ["Pain"],
+        combined_categories=combined,
+        combined_continuous={"valence": 1.0, "arousal": 2.0, "dominance": 3.0},
+        **(val_extra or {}),
+    )
+    mat = {
+        "train": {**entry, "person": _person(list(train_categories))},
+        "val": {**entry, "person": val_person},
+        "test": {**entry, "person": val_person},
+    }
+    (root / "Annotations").mkdir()
+    savemat(root / "Annotations" / "Annotations.mat", mat)
+    return root
+
+
+def test_emotic_hand_written_mat_single_everything(tmp_path: Path):
+    root = _tiny_emotic(tmp_path / "e")
+    train = EmoticDataset(root, "train", boxes=False, **SMALL)
+    assert len(train) == 1
+    rec = train.records[0]
+    assert rec.annotation.categories == ("Happiness",) and rec.annotation.image_size == (48, 50)
+    assert rec.annotation.vad == (5.0, 6.0, 7.0) and rec.annotation.database == "mscoco"
+    val = EmoticDataset(root, "val", boxes=False, **SMALL)
+    # consensus, in canonical order, not the single annotator's "Pain" only
+    assert val.records[0].annotation.categories == ("Fear", "Pain")
+    assert val.records[0].annotation.vad == (1.0, 2.0, 3.0)
+    assert val.summary()["faces_missing_from_cache"] == 1
+    assert train.triple(0).fallbacks == (FACE_ESTIMATED,)
+
+
+def test_emotic_unknown_category_names_the_entry(tmp_path: Path):
+    root = _tiny_emotic(tmp_path / "e", train_categories=("Happiness", "Joy"))
+    with pytest.raises(DatasetError, match=r"train\[0\] \(imgs/a.jpg\) person 0.*'Joy'"):
+        EmoticDataset(root, "train", boxes=False)
+
+
+def test_emotic_unknown_category_in_csv_names_the_row(tmp_path: Path):
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "Index,Folder,Filename,Image Size,BBox,Categorical_Labels,Continuous_Labels,Gender,Age\n"
+        '0,imgs,a.jpg,"[48, 50]","[1, 2, 30, 40]","[\'Peace\', \'Bliss\']","[1, 2, 3]",Male,Adult\n'
+    )
+    with pytest.raises(DatasetError, match=r"train.csv row 2 \(imgs/a.jpg\).*'Bliss'"):
+        EmoticDataset(tmp_path, "train", boxes=False)
+
+
+def test_emotic_bad_inputs(tmp_path: Path, emotic_root: Path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        EmoticDataset(tmp_path / "nowhere", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"Annotations\.mat.*train\.csv"):
+        EmoticDataset(tmp_path / "empty", "train")
+    with pytest.raises(FileNotFoundError, match=r"missing\.mat"):
+        EmoticDataset(emotic_root, "train", annotations=tmp_path / "missing.mat")
+    with pytest.raises(ValueError, match="unknown EMOTIC split 'dev'"):
+        EmoticDataset(emotic_root, "dev")
+    with pytest.raises(FileNotFoundError, match=r"no_cache\.jsonl"):
+        EmoticDataset(emotic_root, "train", boxes=tmp_path / "no_cache.jsonl")
+    # an empty split: a CSV with the header only
+    only_header = tmp_path / "hdr"
+    only_header.mkdir()
+    (only_header / "val.csv").write_text(
+        "Index,Folder,Filename,Image Size,BBox,Categorical_Labels,Continuous_Labels,Gender,Age\n"
+    )
+    with pytest.raises(DatasetError, match=r"split 'val' of .*val\.csv has no annotated people"):
+        EmoticDataset(only_header, "val")
+    (only_header / "test.csv").write_text("Folder,Filename\nimgs,a.jpg\n")
+    with pytest.raises(
+        DatasetError, match=r"test\.csv: missing column\(s\) \['bbox', 'categorical_labels'\]"
+    ):
+        EmoticDataset(only_header, "test")
+    (only_header / "Annotations.mat").write_bytes(b"not a mat file at all" * 10)
+    with pytest.raises(DatasetError, match=r"cannot read EMOTIC annotations .*Annotations\.mat"):
+        EmoticDataset(only_header, "train")
+
+
+def test_emotic_missing_and_corrupt_images(tmp_path: Path, emotic_root: Path):
+    root = _copy(emotic_root, tmp_path)
+    victim = _cues(root, "test")[2]["image"]
+    (root / victim).unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"1 of \d+ images listed in .*Annotations\.mat are missing.*" + victim
+    ):
+        EmoticDataset(root, "test")
+    ds = EmoticDataset(root, "test", check_files=False, **SMALL)  # found when read instead
+    index = next(i for i, r in enumerate(ds.records) if r.annotation.image == victim)
+    with pytest.raises(FileNotFoundError, match=victim):
+        ds[index]
+    corrupt = _cues(root, "val")[1]["image"]
+    (root / corrupt).write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    val = EmoticDataset(root, "val", **SMALL)
+    index = next(i for i, r in enumerate(val.records) if r.annotation.image == corrupt)
+    with pytest.raises(DatasetError, match=r"cannot read image .*" + corrupt):
+        val[index]
+
+
+def test_emotic_images_under_an_emotic_subfolder(tmp_path: Path, emotic_root: Path):
+    # The official archive unpacks as <root>/Annotations/ and <root>/emotic/<folder>/.
+    root = _copy(emotic_root, tmp_path)
+    (root / "emotic").mkdir()
+    for folder in ("mscoco", "emodb_small"):
+        shutil.move(root / folder, root / "emotic" / folder)
+    ds = EmoticDataset(root, "train", **SMALL)
+    assert all(r.path.is_file() and "emotic" in r.path.parts for r in ds.records)
+
+
+def test_emotic_without_cache_falls_back_and_counts(emotic_root: Path):
+    ds = EmoticDataset(emotic_root, "val", boxes=False, **SMALL)
+    assert ds.summary()["faces_missing_from_cache"] == len(ds)
+    assert ds.triple(0).fallbacks == (FACE_ESTIMATED,)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CAER-S
+
+
+def test_caer_aliases_labels_and_items(caer_root: Path):
+    train = CaerDataset(caer_root, "train", val_fraction=0.25, **SMALL)
+    test = CaerDataset(caer_root, "test", **SMALL)
+    assert "Angry" in train.folders and train.folders["Angry"] == "Anger"
+    assert "Anger" in test.folders and "Angry" not in test.folders
+    for ds in (train, test):
+        assert {r.label_name for r in ds.records} == set(CAER_CLASSES)
+        assert ds.multi_label is False and ds.labels == CAER_CLASSES
+    item = test[0]
+    rec = test.records[0]
+    assert item["label"] == rec.label and item["target"].argmax().item() == rec.label
+    assert item["target"].sum().item() == 1.0 and item["target"].shape == (7,)
+    cues = {c["image"]: c for c in json.loads((caer_root / "cues.json").read_text())["items"]}
+    for r in train.records + test.records:
+        assert cues[r.key]["labels"] == [r.label_name]
+        assert r.face_box == tuple(cues[r.key]["face_box"]) and r.body_box == tuple(cues[r.key]["body_box"])
+
+
+def test_caer_stratified_val_split(caer_root: Path):
+    kwargs = dict(val_fraction=0.25, val_seed=3, **SMALL)
+    train, val = CaerDataset(caer_root, "train", **kwargs), CaerDataset(caer_root, "val", **kwargs)
+    assert len(train) + len(val) == 56 and len(val) == 14
+    assert not {r.key for r in train.records} & {r.key for r in val.records}
+    assert Counter(r.label_name for r in val.records) == Counter({c: 2 for c in CAER_CLASSES})  # 8 per class
+    s = val.summary()
+    assert s["split_sizes"] == {"train": 42, "val": 14, "test": 14}
+    assert s["per_class"] == {c: 2 for c in CAER_CLASSES} and s["missing_from_cache"] == 0
+    # deterministic by seed; another seed, another split
+    same = CaerDataset(caer_root, "val", **kwargs)
+    assert [r.key for r in same.records] == [r.key for r in val.records]
+    other = CaerDataset(caer_root, "val", val_fraction=0.25, val_seed=4, **SMALL)
+    assert [r.key for r in other.records] != [r.key for r in val.records]
+    # the default 10 % of 56 is 6 images, too few to hold each of the 7 classes: said so, with the counts
+    with pytest.raises(DatasetError, match=r"stratified validation split of 0.1 from 56 .*'Anger': 8"):
+        CaerDataset(caer_root, "train", **SMALL)
+
+
+def test_caer_unknown_class_folder_and_bad_layouts(tmp_path: Path, caer_root: Path):
+    root = _copy(caer_root, tmp_path)
+    (root / "test" / "Joyful").mkdir()
+    with pytest.raises(
+        DatasetError, match=r"class folder .*test/Joyful.*unknown CAER-S class folder 'Joyful'"
+    ):
+        CaerDataset(root, "test")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        CaerDataset(tmp_path / "nowhere", "train")
+    bare = tmp_path / "bare"
+    (bare / "train" / "Happy").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"no images in .*bare/train"):
+        CaerDataset(bare, "train")
+    with pytest.raises(FileNotFoundError, match=r"split folder .*bare/test does not exist"):
+        CaerDataset(bare, "test")
+    with pytest.raises(ValueError, match="unknown CAER-S split"):
+        CaerDataset(root, "dev")
+    with pytest.raises(DatasetError, match="empty"):
+        CaerDataset(caer_root, "val", val_fraction=0.0)
+
+
+def test_caer_corrupt_image_and_missing_cache(tmp_path: Path, caer_root: Path):
+    root = _copy(caer_root, tmp_path)
+    (root / "sibnet_boxes_caer.jsonl").unlink()
+    images = list_caer_images(root, "test")
+    images[0][0].write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    ds = CaerDataset(root, "test", **SMALL)
+    assert ds.summary()["missing_from_cache"] == len(ds)
+    with pytest.raises(DatasetError, match=r"cannot read image .*" + images[0][0].name):
+        ds[0]
+    assert len(ds.triple(1).fallbacks) == 2  # body = whole frame, face estimated
+
+
+def test_dataloader_collates(caer_root: Path):
+    ds = CaerDataset(caer_root, "train", val_fraction=0.25, **SMALL)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert (
+        batch["face"].shape == (4, 3, 64, 64)
+        and batch["label"].shape == (4,)
+        and batch["target"].shape == (4, 7)
+    )
+
+
+def test_csv_and_mat_share_records(emotic_root: Path):
+    with (emotic_root / "emotic_pre" / "test.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    ds = EmoticDataset(emotic_root, "test", **SMALL)
+    assert len(rows) == len(ds)
