@@ -36,7 +36,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from sibnet.boxes import Box, clip_box
+from sibnet.boxes import Box
 
 ACTIVATION = "activation"
 
@@ -253,6 +253,11 @@ class ProjectedMap:
     box: Box
 
 
+def _extent(a: float, b: float) -> int:
+    """Pixels between two coordinates on the integer grid (rounded ends, at least one)."""
+    return max(round(b) - round(a), 1)
+
+
 def project_map(cam: np.ndarray, region: Box, scale: float = 1.0) -> ProjectedMap:
     """Resize a branch map onto the image region its tensor covered.
 
@@ -264,7 +269,7 @@ def project_map(cam: np.ndarray, region: Box, scale: float = 1.0) -> ProjectedMa
     import cv2
 
     x1, y1, x2, y2 = region
-    w, h = max(round(x2 - x1), 1), max(round(y2 - y1), 1)
+    w, h = _extent(x1, x2), _extent(y1, y2)
     values = cv2.resize(np.asarray(cam, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return ProjectedMap(np.clip(values, 0.0, 1.0), (x1 * scale, y1 * scale, x2 * scale, y2 * scale))
 
@@ -274,17 +279,15 @@ def paste(projected: ProjectedMap, canvas: np.ndarray, scale: float = 1.0) -> np
     import cv2
 
     height, width = canvas.shape
-    x1, y1, x2, y2 = (v / scale for v in projected.box)
-    cx1, cy1, cx2, cy2 = clip_box((x1, y1, x2, y2), width, height)
-    ix1, iy1, ix2, iy2 = round(cx1), round(cy1), round(cx2), round(cy2)
+    x1, y1, x2, y2 = (round(v / scale) for v in projected.box)  # the integer pixel grid of the box
+    full_w, full_h = _extent(x1, x2), _extent(y1, y2)
+    ix1, iy1, ix2, iy2 = max(x1, 0), max(y1, 0), min(x1 + full_w, width), min(y1 + full_h, height)
     if ix2 <= ix1 or iy2 <= iy1:
         return canvas
-    full_w, full_h = max(round(x2 - x1), 1), max(round(y2 - y1), 1)
     values = projected.values
     if values.shape != (full_h, full_w):
         values = cv2.resize(values, (full_w, full_h), interpolation=cv2.INTER_LINEAR)
-    ox, oy = ix1 - round(x1), iy1 - round(y1)
-    canvas[iy1:iy2, ix1:ix2] = values[oy : oy + iy2 - iy1, ox : ox + ix2 - ix1]
+    canvas[iy1:iy2, ix1:ix2] = values[iy1 - y1 : iy2 - y1, ix1 - x1 : ix2 - x1]
     return canvas
 
 

@@ -1,0 +1,74 @@
+"""``python -m demo.predict IMAGE``: each person's top emotions per model, optionally a JSON and a Figure 5.
+
+Exit codes: 0 success, 2 bad input (unreadable image, unknown target...), with a one-line ``error:`` message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from demo.cli import add_analyzer_args, add_cam_args, analyzer_from_args, setup_logging, target_arg
+from demo.pipeline import MODELS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m demo.predict", description=__doc__.split("\n")[0])
+    parser.add_argument("image", help="photo to analyse (JPEG, PNG, WebP, ...)")
+    parser.add_argument("--json", type=Path, default=None, help="write everything shown as JSON here")
+    parser.add_argument("--figure", type=Path, default=None, help="write the Figure-5 PNG of --person here")
+    parser.add_argument(
+        "--person", type=int, default=0, help="person of the figure (default 0, the leftmost)"
+    )
+    parser.add_argument("--top-k", type=int, default=3, help="emotions listed per model (default 3)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log loading and timings")
+    add_cam_args(parser)
+    add_analyzer_args(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        analyzer = analyzer_from_args(args)
+        analysis = analyzer.analyze(args.image, target=target_arg(args.target), method=args.method)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for notice in analysis.notices:
+        print(f"note: {notice}")
+    if not analysis.people:
+        print("no person found")
+    for p in analysis.people:
+        estimated = [name for name, flag in (("face", p.face_estimated), ("body", p.body_estimated)) if flag]
+        extra = f" (estimated {', '.join(estimated)})" if estimated else ""
+        print(f"person {p.id}: face {tuple(round(v) for v in p.face_box)}{extra}")
+        for key, pred in analysis.predictions.items():
+            tops = ", ".join(
+                f"{name} {score:.2f}" for name, score in pred.top(p.id, analysis.labels, args.top_k)
+            )
+            print(f"  {MODELS[key]:<14} {tops}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(analysis.to_json(args.top_k), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.figure is not None:
+        if not analysis.people:
+            print("error: no person found, no figure written", file=sys.stderr)
+            return 2
+        from demo.render import figure5, save_png
+
+        try:
+            save_png(figure5(analysis, args.person), args.figure)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""The command lines: demo.predict and demo.explain (batch export), including failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from PIL import Image
+
+from demo import explain, predict
+from tests import _images
+
+
+def test_predict_prints_people_and_writes_json_and_figure(tmp_path, capsys):
+    out_json, out_png = tmp_path / "p.json", tmp_path / "p.png"
+    code = predict.main(
+        [
+            str(_images.photo_path("grace_hopper")),
+            "--json",
+            str(out_json),
+            "--figure",
+            str(out_png),
+            "--no-person-detector",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "untrained weights" in text and "person 0" in text and "SIB-Net" in text
+    data = json.loads(out_json.read_text())
+    assert len(data["people"]) == 1 and set(data["people"][0]["models"]) == {"concat", "attention", "sibnet"}
+    with Image.open(out_png) as img:
+        assert img.format == "PNG" and img.width == 1200
+
+
+def test_predict_bad_input_exits_2(tmp_path, capsys):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a photo")
+    assert predict.main([str(bad), "--no-person-detector"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert (
+        predict.main([str(_images.photo_path("grace_hopper")), "--target", "Joy", "--no-person-detector"])
+        == 2
+    )
+
+
+def test_explain_writes_figures_for_a_folder_and_counts_failures(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(_images.photo_path("zidane"), photos / "zidane.jpg")
+    shutil.copy(_images.photo_path("grace_hopper"), photos / "hopper.jpg")
+    (photos / "broken.jpg").write_bytes(_images.truncated_jpeg())
+    out = tmp_path / "out"
+    code = explain.main(
+        ["--images", str(photos), "--out", str(out), "--no-person-detector", "--method", "layercam"]
+    )
+    captured = capsys.readouterr()
+    assert code == 1  # one photo failed
+    assert "2 of 3 photos analysed, 3 figures written" in captured.out and "1 failed" in captured.out
+    assert "broken.jpg" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "hopper.json",
+        "hopper_person0.png",
+        "zidane.json",
+        "zidane_person0.png",
+        "zidane_person1.png",
+    ]
+    assert json.loads((out / "zidane.json").read_text())["method"] == "layercam"
+    # all good → exit 0
+    assert (
+        explain.main(["--images", str(photos / "hopper.jpg"), "--out", str(out), "--no-person-detector"]) == 0
+    )

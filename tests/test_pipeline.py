@@ -1,0 +1,232 @@
+"""The analysis pipeline end to end on real photos (offline, untrained weights), its weights and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sibnet
+from demo.pipeline import NO_PERSON, UNTRAINED, Analyzer, pick_device
+from sibnet.boxes import iou, scale_box
+from sibnet.checkpoints import CheckpointError
+from sibnet.io import ImageError
+from tests import _images
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    # The default construction path: YOLO's weights can't be fetched offline, so bodies are estimated.
+    return Analyzer()
+
+
+@pytest.mark.parametrize("name", _images.PHOTOS)
+def test_real_photos_end_to_end(analyzer, name):
+    result = analyzer.analyze(_images.photo_path(name))
+    expected = _images.EXPECTED_FACES[name]
+    assert len(result.people) == expected
+    assert [p.id for p in result.people] == list(range(expected))
+    centres = [(p.body_box[0] + p.body_box[2]) / 2 for p in result.people]
+    assert centres == sorted(centres)  # left to right
+    assert all(p.face_source == "mtcnn" and p.body_source == "estimated" for p in result.people)
+    assert any(UNTRAINED in n for n in result.notices)
+    assert any("bodies are estimated" in n or "estimated from faces" in n for n in result.notices)
+    assert not result.trained
+    assert set(result.predictions) == {"concat", "attention", "sibnet"}
+    for key, pred in result.predictions.items():
+        assert pred.scores.shape == (expected, 26)
+        assert ((pred.scores > 0) & (pred.scores < 1)).all()
+        assert len(result.maps[key]) == expected
+        for pid, pmaps in result.maps[key].items():
+            assert set(pmaps.maps) == {"face", "body", "scene"}
+            assert all(m.shape == (224, 224) and m.min() >= 0 and m.max() <= 1 for m in pmaps.maps.values())
+            assert pmaps.target == result.targets[pid]
+    for pid in range(expected):  # default target: SIB-Net's top emotion, per person
+        assert result.targets[pid] == int(np.argmax(result.predictions["sibnet"].scores[pid]))
+    assert all(
+        k in result.timings
+        for k in ("intake", "detect faces", "masking", "forward sibnet", "cam sibnet", "total")
+    )
+    summary = json.loads(json.dumps(result.to_json()))
+    assert len(summary["people"]) == expected
+    assert set(summary["people"][0]["models"]) == {"concat", "attention", "sibnet"}
+    assert summary["trained"] is False and summary["device"] == "cpu"
+
+
+def test_all_people_go_through_each_model_as_one_batch(analyzer, monkeypatch):
+    calls: dict[str, list[int]] = {}
+    for key, entry in analyzer.models.items():
+        original = entry.model.forward_features
+
+        def counting(*inputs, _key=key, _orig=original):
+            calls.setdefault(_key, []).append(inputs[0].shape[0])
+            return _orig(*inputs)
+
+        monkeypatch.setattr(entry.model, "forward_features", counting)
+    result = analyzer.analyze(_images.photo_path("zidane"))
+    assert calls == {key: [len(result.people)] for key in ("concat", "attention", "sibnet")}
+    # explain() reuses the backbone pass: no further forward_features call.
+    again = analyzer.explain(result, target="Anger", method="layercam")
+    assert calls == {key: [len(result.people)] for key in ("concat", "attention", "sibnet")}
+    anger = analyzer.labels.index("Anger")
+    assert set(again.targets.values()) == {anger} and again.method == "layercam"
+    assert not np.allclose(again.maps["sibnet"][0].maps["face"], result.maps["sibnet"][0].maps["face"])
+    assert again.predictions is result.predictions
+
+
+def test_explain_one_person_and_bad_requests(analyzer):
+    result = analyzer.analyze(_images.photo_path("zidane"), person=1, target="Happiness")
+    assert set(result.maps["sibnet"]) == {1}
+    assert result.target_name(1) == "Happiness"
+    with pytest.raises(ValueError, match=r"person 2 out of range: this photo has 2 people \(0-1\)"):
+        analyzer.explain(result, person=2)
+    with pytest.raises(ValueError, match="valid labels: Affection"):
+        analyzer.explain(result, target="Joy")
+    with pytest.raises(ValueError, match="valid methods"):
+        analyzer.explain(result, method="magic")
+    with pytest.raises(ValueError, match="out of range"):
+        analyzer.analyze(_images.photo_path("grace_hopper"), person=3)
+
+
+def test_large_photo_is_bounded_and_reported_in_original_pixels(analyzer):
+    small = _images.photo_rgb("grace_hopper")
+    big = np.asarray(
+        Image.fromarray(small).resize((small.shape[1] * 3, small.shape[0] * 3), Image.Resampling.BICUBIC)
+    )
+    ref = analyzer.analyze(small)
+    result = analyzer.analyze(big)
+    assert result.original_size == (big.shape[1], big.shape[0])
+    assert max(result.image.shape[:2]) == 1280 and result.scale == pytest.approx(big.shape[0] / 1280)
+    assert any("analysed at" in n for n in result.notices)
+    # the same face, found at the bounded size, reported in the big photo's pixels
+    assert iou(result.people[0].face_box, scale_box(ref.people[0].face_box, 3)) > 0.85
+    projected = result.maps["sibnet"][0].projected(result.scale)
+    h, w = big.shape[:2]  # the scene tensor is the 224 centre crop of the photo resized to 230
+    assert projected["scene"].box == pytest.approx(
+        (3 / 230 * w, 3 / 230 * h, 227 / 230 * w, 227 / 230 * h), abs=1
+    )
+
+
+def test_no_face_and_no_person_is_said_plainly(analyzer):
+    rng = np.random.default_rng(0)
+    noise = (rng.random((240, 320, 3)) * 255).astype(np.uint8)
+    result = analyzer.analyze(noise)
+    assert result.people == ()
+    assert NO_PERSON in result.notices
+    assert result.to_json()["people"] == []
+    with pytest.raises(ValueError, match="no person"):
+        analyzer.analyze(noise, person=0)
+
+
+def _bad_inputs() -> dict[str, tuple[bytes, str]]:
+    cmyk = Image.fromarray(_images.photo_rgb("grace_hopper")).convert("CMYK")
+    return {
+        "corrupt": (_images.corrupt_bytes(), "cannot read"),
+        "truncated": (_images.truncated_jpeg(), "truncated"),
+        "zero-byte": (b"", "empty"),
+        "text": (b"hello, this is not a photo\n", "text"),
+        "pdf": (_images.minimal_pdf(), "PDF"),
+        "svg": (_images.svg_image(), "SVG"),
+        "1x1": (_images.encode(Image.new("RGB", (1, 1)), "PNG"), "at least 32 pixels"),
+        "huge header": (_images.png_header(100_000, 100_000), "too large"),
+    } | {"cmyk": (_images.encode(cmyk, "JPEG"), "")}
+
+
+@pytest.mark.parametrize("case", list(_bad_inputs()))
+def test_bad_inputs_get_clear_messages(analyzer, case):
+    data, message = _bad_inputs()[case]
+    if not message:  # accepted: converted, analysed
+        result = analyzer.analyze(data)
+        assert len(result.people) == 1
+        return
+    with pytest.raises(ImageError) as err:
+        analyzer.analyze(data)
+    assert message.lower() in str(err.value).lower(), str(err.value)
+    # ... and the analyzer still works afterwards
+    assert len(analyzer.analyze(_images.photo_path("grace_hopper")).people) == 1
+
+
+def test_animated_gif_and_16_bit_png(analyzer):
+    frames = [Image.fromarray(_images.photo_rgb("grace_hopper")), Image.new("RGB", (600, 512), (30, 30, 30))]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    result = analyzer.analyze(buf.getvalue())
+    assert any("first frame" in n for n in result.notices)
+    assert len(result.people) == 1
+    gray16 = (_images.photo_rgb("astronaut").mean(axis=2) * 257).astype(np.uint16)
+    png = io.BytesIO()
+    Image.fromarray(gray16).save(png, format="PNG")
+    assert Image.open(io.BytesIO(png.getvalue())).mode.startswith("I")
+    assert len(analyzer.analyze(png.getvalue()).people) == 1
+
+
+# --- weights ---
+
+
+def _save_three(root, labels, size=64, **kw):
+    for key in ("sibnet", "concat", "attention"):
+        sibnet.create_model(key, labels=labels, input_size=size, resize=size + 4, **kw).save_pretrained(
+            root / key
+        )
+
+
+def test_trained_weights_folder_sets_labels_and_clears_the_notice(tmp_path, analyzer):
+    _save_three(tmp_path, sibnet.CAER_CLASSES, multi_label=False)
+    trained = Analyzer(tmp_path, face_detector=analyzer.face_detector, person_detector=False)
+    assert trained.trained and trained.labels == sibnet.CAER_CLASSES
+    result = trained.analyze(_images.photo_path("grace_hopper"))
+    assert not any(UNTRAINED in n for n in result.notices)
+    assert result.trained and result.to_json()["trained"] is True
+    probs = result.predictions["sibnet"].scores
+    assert probs.shape == (1, 7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)  # softmax for single-label checkpoints
+    assert result.maps["concat"][0].maps["face"].shape == (64, 64)
+    assert result.predictions["sibnet"].source == str(tmp_path / "sibnet")
+
+
+def test_env_var_weights_and_missing_subfolder(tmp_path, monkeypatch, analyzer):
+    _save_three(tmp_path, sibnet.EMOTIC_CATEGORIES)
+    (tmp_path / "attention" / "model.safetensors").unlink()
+    (tmp_path / "attention" / "config.json").unlink()
+    (tmp_path / "attention").rmdir()
+    monkeypatch.setenv("SIBNET_WEIGHTS", str(tmp_path))
+    partial = Analyzer(
+        face_detector=analyzer.face_detector,
+        person_detector=False,
+        untrained_overrides={"input_size": 64, "resize": 68},
+    )
+    assert partial.models["sibnet"].trained and partial.models["concat"].trained
+    assert not partial.models["attention"].trained
+    assert any("has no attention/ checkpoint" in n for n in partial.load_notices)
+    assert any(UNTRAINED in n and "Attention" in n for n in partial.load_notices)
+
+
+def test_checkpoints_with_different_label_sets_are_refused(tmp_path, analyzer):
+    _save_three(tmp_path, sibnet.EMOTIC_CATEGORIES)
+    sibnet.create_model("attention", num_classes=7, input_size=64, resize=68).save_pretrained(
+        tmp_path / "caer_att"
+    )
+    with pytest.raises(CheckpointError, match="share one label set"):
+        Analyzer(
+            tmp_path,
+            attention=tmp_path / "caer_att",
+            face_detector=analyzer.face_detector,
+            person_detector=False,
+        )
+
+
+def test_bad_weights_are_an_error_not_untrained(tmp_path, analyzer):
+    with pytest.raises(CheckpointError, match="no checkpoint folder"):
+        Analyzer(sibnet=tmp_path / "missing", face_detector=analyzer.face_detector, person_detector=False)
+
+
+def test_device_choice():
+    assert pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert pick_device() == torch.device("cpu")
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pick_device("cuda")
