@@ -304,7 +304,7 @@ class Analyzer:
                 self.person_detector = PersonDetector(weights=yolo_weights, device=str(self.device))
             except DetectorUnavailable as err:
                 self.load_notices.append(f"no person detector, bodies are estimated from faces: {err}")
-                log.warning("person detector unavailable: %s", err)
+                log.info("person detector unavailable: %s", err)
         elif person_detector is False:
             self.load_notices.append("person detector disabled: bodies are estimated from faces")
         self.load_timings["load person detector"] = (time.perf_counter() - start) * 1e3

@@ -206,6 +206,8 @@ def test_default_weights_offline_fail_fast_with_advice(monkeypatch, tmp_path):
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(persons, "cache_dir", lambda: tmp_path / "cache")
     monkeypatch.delenv(persons.WEIGHTS_ENV, raising=False)
+    for var in ("SIBNET_OFFLINE", "HF_HUB_OFFLINE"):  # let it try: the download itself must fail fast
+        monkeypatch.delenv(var, raising=False)
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     monkeypatch.chdir(workdir)
@@ -221,6 +223,22 @@ def test_default_weights_offline_fail_fast_with_advice(monkeypatch, tmp_path):
     assert persons.WEIGHTS_URL in message
     assert list(workdir.iterdir()) == []  # nothing downloaded (or half-downloaded) into the working dir
     assert not any((tmp_path / "cache").rglob("*.pt"))
+
+
+def test_offline_flag_refuses_before_any_download(monkeypatch, tmp_path):
+    from ultralytics.utils import downloads
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("no download may be attempted when SIBNET_OFFLINE=1")
+
+    monkeypatch.setattr(downloads, "safe_download", forbidden)
+    monkeypatch.setattr(downloads, "attempt_download_asset", forbidden)
+    monkeypatch.setattr(persons, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.delenv(persons.WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("SIBNET_OFFLINE", "1")
+    with pytest.raises(DetectorUnavailable, match=r"downloads are off \(SIBNET_OFFLINE=1\)") as info:
+        PersonDetector()
+    assert persons.WEIGHTS_ENV in str(info.value)
 
 
 def test_unreadable_weights_file(tmp_path):

@@ -224,6 +224,17 @@ def _how_to_proceed(name: str) -> str:
     )
 
 
+def _downloads_disabled() -> str:
+    """The environment variable that forbids network access (SIBNET_OFFLINE, HF_HUB_OFFLINE), or "".
+
+    ``YOLO_OFFLINE`` is not one of them: it only silences ultralytics' own online checks (see above).
+    """
+    for var in ("SIBNET_OFFLINE", "HF_HUB_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var}=1"
+    return ""
+
+
 def _load_yolo(weights: str) -> Any:
     """Build ``ultralytics.YOLO`` from a path or an official name, downloading official names to the cache."""
     if Path(weights).suffix.lower() in (".yaml", ".yml"):
@@ -247,6 +258,11 @@ def _load_yolo(weights: str) -> Any:
     elif path.name == weights and (weights in GITHUB_ASSETS_NAMES or f"{weights}.pt" in GITHUB_ASSETS_NAMES):
         name = weights if weights in GITHUB_ASSETS_NAMES else f"{weights}.pt"
         source = str(cache_dir() / "weights" / name)  # used if there, downloaded to there if not
+        if not Path(source).is_file() and _downloads_disabled():
+            raise DetectorUnavailable(
+                f"YOLO weights {name} are not cached at {source} and downloads are off "
+                f"({_downloads_disabled()}). {_how_to_proceed(weights)}"
+            )
     else:
         raise DetectorUnavailable(
             f"YOLO weights not found: no such file {weights!r}. {_how_to_proceed(weights)}"
