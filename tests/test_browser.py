@@ -110,3 +110,24 @@ def test_analyse_switch_person_and_target(browser, viewport):
         assert overflow <= 2, f"page is {overflow}px wider than the {viewport['width']}px screen"
         assert errors == []
         page.close()
+
+
+def test_example_click_runs_the_analysis(browser):
+    """Clicking an example photo loads it and runs the analysis (the screenshot in docs/ comes from here)."""
+    with running_app() as (url, _):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(url)
+        page.wait_for_selector("#analyse")
+        page.get_by_role("button", name="grace_hopper.jpg").or_(
+            page.locator("img[src*='grace_hopper']")
+        ).first.click()
+        page.wait_for_selector("#figure img", state="attached", timeout=90_000)
+        _wait_idle(page)
+        assert page.input_value("#person input").startswith("person 0")
+        assert "%" in page.inner_text("#label-sibnet")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-example.png"), full_page=True)
+        assert errors == []
+        page.close()
