@@ -145,7 +145,7 @@ def test_concurrent_threads_get_their_own_results():
             for _ in range(4):
                 x, t, m = jobs[i]
                 results[i].append(branch_cams(model, x, t, m).maps)
-        except BaseException as err:
+        except BaseException as err:  # noqa: BLE001 - any failure in a thread is reported below
             errors.append(err)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]

@@ -336,7 +336,7 @@ def _mat_has(path: Path, split: str) -> bool:
 
     try:
         return split in {name for name, _, _ in whosmat(path)}
-    except Exception:  # scipy raises several types for a damaged file; the loader reports it properly
+    except Exception:  # noqa: BLE001 - scipy raises several types for a damaged file; the loader reports it
         return True
 
 
