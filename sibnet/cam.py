@@ -301,3 +301,21 @@ def composite_map(
         if name in projected:
             paste(projected[name], canvas, scale)
     return canvas
+
+
+# --- faithfulness: the pointing game (Zhang et al., "Top-down neural attention by excitation backprop") ---
+
+
+def peak_in_image(cam: np.ndarray, region: Box) -> tuple[float, float]:
+    """Image-pixel (x, y) of a branch map's maximum, given the rectangle its tensor covers."""
+    h, w = cam.shape
+    y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    x1, y1, x2, y2 = region
+    return x1 + (x + 0.5) / w * (x2 - x1), y1 + (y + 0.5) / h * (y2 - y1)
+
+
+def pointing_hit(cam: np.ndarray, region: Box, target_box: Box, tolerance: float = 0.0) -> bool:
+    """Whether the map's peak falls inside ``target_box`` (grown by ``tolerance`` pixels on every side)."""
+    px, py = peak_in_image(cam, region)
+    x1, y1, x2, y2 = target_box
+    return x1 - tolerance <= px <= x2 + tolerance and y1 - tolerance <= py <= y2 + tolerance
