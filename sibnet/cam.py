@@ -39,6 +39,7 @@ from torch import nn
 from sibnet.boxes import Box
 
 ACTIVATION = "activation"
+BRANCH_ORDER: tuple[str, str, str] = ("face", "body", "scene")  # the order of the model inputs
 
 
 def _at_input_size(cam_class: type[BaseCAM]) -> type[BaseCAM]:

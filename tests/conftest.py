@@ -14,6 +14,9 @@ os.environ.setdefault("SIBNET_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# OpenMP threads that spin while waiting make small CPU ops ~100x slower whenever another process competes
+# for the two cores (measured: a 0.2 ms convolution took 30 ms); passive waiting costs nothing when alone.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TORCH_HOME", os.path.join(tempfile.gettempdir(), "sibnet-tests-torch-home"))
 
 import pytest

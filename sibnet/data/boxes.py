@@ -1,7 +1,7 @@
 """The face and body boxes the datasets lack, detected once and cached (paper §4.2, DESIGN.md §1).
 
 EMOTIC ships a body box per annotated person but no face box; CAER-S ships no boxes at all. The paper used
-OpenFace and OpenPose; like the authors' released code we use MTCNN for faces and YOLO for persons. Running
+OpenFace and OpenPose; this project uses MTCNN for faces and YOLO for persons (DESIGN.md §1). Running
 them on every epoch would dominate training time, so this module runs them once and writes a cache that
 :class:`~sibnet.data.emotic.EmoticDataset` and :class:`~sibnet.data.caer.CaerDataset` read::
 
