@@ -1,0 +1,339 @@
+"""Evaluate a checkpoint on a split of EMOTIC (mAP) or CAER-S (overall sample accuracy), paper §4.1.
+
+::
+
+    python -m sibnet.evaluate --checkpoint runs/emotic-sibnet/seed0/best --dataset emotic \\
+        --data-root data/emotic --split test --json results/emotic-sibnet-seed0-test.json
+
+The model's own input size and resize (from its ``config.json``) build the evaluation crops (center crops,
+§4.2); its label list must equal the dataset's. Metrics: :mod:`sibnet.metrics`. Under ``torchrun`` every
+rank scores a shard and the scores are gathered before the metric is computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from sibnet.distributed import DistContext, all_gather_cat, amp_dtype, autocast, init_distributed, shutdown
+from sibnet.labels import LABEL_SETS, MULTI_LABEL
+from sibnet.metrics import MultiLabelMetrics, SingleLabelMetrics, compute_metrics, format_report
+
+DATASETS: tuple[str, ...] = ("emotic", "caer")
+
+
+class LabelMismatchError(ValueError):
+    """A checkpoint's label list differs from the dataset's."""
+
+
+def open_dataset(
+    dataset: str,
+    data_root: str | Path,
+    split: str,
+    *,
+    size: int = 224,
+    resize: int = 230,
+    train: bool | None = None,
+    seed: int = 0,
+    annotations: str | Path | None = None,
+    boxes: str | Path | None = None,
+    val_fraction: float = 0.1,
+) -> Dataset:
+    """Open a split of a benchmark with the given crop geometry.
+
+    Args:
+        dataset: ``"emotic"`` or ``"caer"``.
+        data_root: the dataset folder.
+        split: ``"train"``, ``"val"`` or ``"test"`` (CAER-S ``val`` is carved from ``train/``).
+        size: crop side (the model's ``input_size``).
+        resize: resize side before cropping (the model's ``resize``).
+        train: random crops; None → only for the train split.
+        seed: seed of the per-item crop generators.
+        annotations: EMOTIC annotation file or folder (default: found under ``data_root``).
+        boxes: box cache (default: ``<data_root>/sibnet_boxes_<dataset>.jsonl``).
+        val_fraction: CAER-S: fraction of ``train/`` held out as ``val``.
+
+    Raises:
+        FileNotFoundError, DatasetError: missing or malformed data (the message names the file).
+    """
+    if dataset == "emotic":
+        from sibnet.data.emotic import EmoticDataset
+
+        return EmoticDataset(
+            data_root,
+            split,
+            annotations=annotations,
+            boxes=boxes,
+            size=size,
+            resize=resize,
+            train=train,
+            seed=seed,
+        )
+    if dataset == "caer":
+        from sibnet.data.caer import CaerDataset
+
+        return CaerDataset(
+            data_root,
+            split,
+            boxes=boxes,
+            size=size,
+            resize=resize,
+            train=train,
+            seed=seed,
+            val_fraction=val_fraction,
+        )
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+
+
+def check_labels(
+    model_labels: Sequence[str], dataset_labels: Sequence[str], where: str = "checkpoint"
+) -> None:
+    """Raise :class:`LabelMismatchError` unless the two label lists are equal, in order."""
+    if tuple(model_labels) == tuple(dataset_labels):
+        return
+    missing = [x for x in dataset_labels if x not in model_labels]
+    extra = [x for x in model_labels if x not in dataset_labels]
+    detail = (
+        f"missing {missing}, extra {extra}"
+        if missing or extra
+        else "same names in a different order (the logits would be read against the wrong classes)"
+    )
+    raise LabelMismatchError(
+        f"the {where} predicts {len(model_labels)} labels that do not match the dataset's {len(dataset_labels)}: "
+        f"{detail}"
+    )
+
+
+@dataclass
+class Predictions:
+    """Scores of a whole split, one row per dataset item, in item order."""
+
+    logits: np.ndarray  # (N, K) float32
+    targets: np.ndarray  # (N, K) float32 multi-hot / one-hot
+    indices: np.ndarray  # (N,) dataset item indices, 0..N-1
+
+
+def eval_loader(
+    dataset: Dataset, batch_size: int, workers: int, ctx: DistContext | None = None
+) -> DataLoader:
+    """A sequential loader; under ``torchrun`` each rank gets a shard (padded to equal length by
+    ``DistributedSampler``; :func:`predict` drops the duplicates by item index)."""
+    ctx = ctx or DistContext()
+    sampler = (
+        DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False)
+        if ctx.enabled
+        else None
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=ctx.device.type == "cuda",
+    )
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    ctx: DistContext | None = None,
+    amp: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "eval",
+) -> Predictions:
+    """Run ``model`` (eval mode) over ``loader`` and gather the logits of every rank.
+
+    Args:
+        model: the network (not the DDP wrapper: every rank runs its own shard, no gradient sync).
+        loader: from :func:`eval_loader`.
+        ctx: the distributed context (default: one process on the model's device).
+        amp: autocast dtype on CUDA, or None.
+        progress: show a tqdm bar (rank 0 only).
+        desc: the bar's label.
+    """
+    ctx = ctx or DistContext(device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    logits, targets, indices = [], [], []
+    try:
+        for batch in tqdm(loader, desc=desc, disable=not (progress and ctx.is_main), leave=False):
+            inputs = [batch[k].to(ctx.device, non_blocking=True) for k in ("face", "body", "scene")]
+            with autocast(ctx.device, amp):
+                out = model(*inputs)
+            logits.append(out.logits.float())
+            targets.append(batch["target"].to(ctx.device).float())
+            indices.append(batch["index"].to(ctx.device).long())
+    finally:
+        model.train(was_training)
+    cat = lambda xs, shape: torch.cat(xs) if xs else torch.zeros(shape, device=ctx.device)  # noqa: E731
+    k = model.config.num_classes if hasattr(model, "config") else 0
+    all_logits = all_gather_cat(ctx, cat(logits, (0, k)))
+    all_targets = all_gather_cat(ctx, cat(targets, (0, k)))
+    all_indices = all_gather_cat(ctx, cat(indices, (0,)).long())
+    idx = all_indices.cpu().numpy()
+    # DistributedSampler pads the shards by repeating items: keep each item once, in item order.
+    unique, first = np.unique(idx, return_index=True)
+    return Predictions(
+        logits=all_logits.cpu().numpy()[first],
+        targets=all_targets.cpu().numpy()[first],
+        indices=unique,
+    )
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    ctx: DistContext | None = None,
+    amp: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "eval",
+) -> MultiLabelMetrics | SingleLabelMetrics:
+    """Score ``model`` on ``dataset`` with the dataset's metric (mAP if ``dataset.multi_label`` else accuracy)."""
+    ctx = ctx or DistContext(device=next(model.parameters()).device)
+    preds = predict(
+        model, eval_loader(dataset, batch_size, workers, ctx), ctx=ctx, amp=amp, progress=progress, desc=desc
+    )
+    if len(preds.indices) != len(dataset):
+        raise RuntimeError(f"scored {len(preds.indices)} of {len(dataset)} items; the gather lost some")
+    return compute_metrics(preds.targets, preds.logits, list(dataset.labels), bool(dataset.multi_label))
+
+
+def error_message(err: BaseException) -> str:
+    """A one-line message; errors re-raised from DataLoader workers carry the worker's traceback."""
+    text = str(err).strip()
+    if text.startswith("Caught ") and "\n" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions the command lines report as ``error: ...`` (exit 2) instead of a traceback."""
+    from sibnet.checkpoints import CheckpointError
+    from sibnet.data.masking import DatasetError
+    from sibnet.models.backbone import PretrainedWeightsUnavailable
+
+    return (
+        FileNotFoundError,
+        NotADirectoryError,
+        DatasetError,
+        CheckpointError,
+        PretrainedWeightsUnavailable,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sibnet.evaluate",
+        description="Evaluate a SIB-Net checkpoint: EMOTIC mAP (per-class AP) or CAER-S accuracy (per class, "
+        "confusion matrix).",
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint folder (config.json + model.safetensors) or Hub id"
+    )
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--data-root", required=True, type=Path)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--json", type=Path, default=None, help="write the full report here")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
+    p.add_argument("--annotations", type=Path, default=None, help="EMOTIC annotation file or folder")
+    p.add_argument(
+        "--boxes", type=Path, default=None, help="box cache (default <data-root>/sibnet_boxes_*.jsonl)"
+    )
+    p.add_argument("--val-fraction", type=float, default=0.1, help="CAER-S: validation share of train/")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate as the command line asks; returns the JSON report (rank 0 prints and writes it)."""
+    from sibnet.checkpoints import load_model
+
+    ctx = init_distributed(args.device)
+    try:
+        model = load_model(args.checkpoint, device=ctx.device)
+        cfg = model.config
+        if cfg.multi_label != MULTI_LABEL[args.dataset]:
+            raise LabelMismatchError(
+                f"checkpoint {args.checkpoint} is a {'multi' if cfg.multi_label else 'single'}-label model; "
+                f"{args.dataset} is {'multi' if MULTI_LABEL[args.dataset] else 'single'}-label"
+            )
+        check_labels(cfg.labels, LABEL_SETS[args.dataset], where=f"checkpoint {args.checkpoint}")
+        dataset = open_dataset(
+            args.dataset,
+            args.data_root,
+            args.split,
+            size=cfg.input_size,
+            resize=cfg.resize,
+            train=False,
+            annotations=args.annotations,
+            boxes=args.boxes,
+            val_fraction=args.val_fraction,
+        )
+        check_labels(cfg.labels, dataset.labels, where=f"checkpoint {args.checkpoint}")
+        started = time.perf_counter()
+        report = evaluate_model(
+            model,
+            dataset,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            ctx=ctx,
+            amp=amp_dtype(ctx.device, args.amp),
+            progress=not args.no_progress,
+            desc=f"{args.dataset} {args.split}",
+        )
+        seconds = time.perf_counter() - started
+        result = {
+            "checkpoint": str(args.checkpoint),
+            "model": cfg.name,
+            "dataset": args.dataset,
+            "data_root": str(args.data_root),
+            "split": args.split,
+            **report.to_dict(),
+            "seconds": round(seconds, 3),
+            "training": getattr(model, "training_info", {}),
+        }
+        if ctx.is_main:
+            print(format_report(report, f"{cfg.name} on {args.dataset} {args.split} ({len(dataset)} items)"))
+            if args.json is not None:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(result, indent=2) + "\n")
+                print(f"wrote {args.json}")
+        return result
+    finally:
+        shutdown(ctx)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (*user_errors(), LabelMismatchError, ValueError) as err:
+        print(f"error: {error_message(err)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""``python -m sibnet.evaluate``: EMOTIC mAP with per-class AP, CAER-S accuracy with the confusion matrix,
+label checks and one-line errors (paper §4.1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import sibnet
+from sibnet import evaluate
+from sibnet.data.synthetic import EMOTIC_PLANTED, make_synthetic_caer, make_synthetic_emotic
+from sibnet.labels import CAER_CLASSES, EMOTIC_CATEGORIES
+from sibnet.metrics import classification_accuracy, mean_average_precision
+
+SIZE = 32  # the smallest input ModelConfig accepts: these tests check plumbing, not learning
+
+
+@pytest.fixture(scope="module")
+def emotic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("emotic")
+    make_synthetic_emotic(root, n_train=4, n_val=4, n_test=12, size=96, seed=1, write_csv=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def caer_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("caer")
+    make_synthetic_caer(root, n_train=7, n_val=7, n_test=14, size=96, seed=1)
+    return root
+
+
+def _checkpoint(tmp_path: Path, labels: tuple[str, ...], multi_label: bool, name: str = "face") -> Path:
+    model = sibnet.create_model(
+        name, labels=labels, multi_label=multi_label, input_size=SIZE, resize=SIZE + 2
+    )
+    return model.save_pretrained(tmp_path / f"ckpt-{name}", training={"note": "untrained"})
+
+
+def _direct_scores(ckpt: Path, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and targets computed item by item, without the evaluation loader."""
+    model = sibnet.load_model(ckpt)
+    logits, targets = [], []
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            item = dataset[i]
+            out = model(item["face"][None], item["body"][None], item["scene"][None])
+            logits.append(out.logits[0].numpy())
+            targets.append(item["target"].numpy())
+    return np.stack(logits), np.stack(targets)
+
+
+def test_emotic_map_report(tmp_path: Path, emotic_root: Path, capsys: pytest.CaptureFixture[str]):
+    ckpt = _checkpoint(tmp_path, EMOTIC_CATEGORIES, True)
+    out = tmp_path / "report.json"
+    rc = evaluate.main(
+        [
+            "--checkpoint", str(ckpt), "--dataset", "emotic", "--data-root", str(emotic_root),
+            "--split", "test", "--json", str(out), "--batch-size", "5", "--workers", "0", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["metric"] == "mAP" and report["split"] == "test"
+    assert report["training"] == {"note": "untrained"}
+    # The batched loader gives the same numbers as scoring each item directly.
+    dataset = evaluate.open_dataset("emotic", emotic_root, "test", size=SIZE, resize=SIZE + 2, train=False)
+    logits, targets = _direct_scores(ckpt, dataset)
+    expected = mean_average_precision(targets, logits, EMOTIC_CATEGORIES)
+    # Only planted categories have positives: the other 21 (and any planted one absent from this small split)
+    # are excluded from the mean and listed.
+    absent = [c for c, n in zip(EMOTIC_CATEGORIES, targets.sum(axis=0)) if n == 0]
+    assert report["excluded"] == absent
+    assert set(EMOTIC_CATEGORIES) - set(EMOTIC_PLANTED) <= set(absent)
+    assert all(report["per_class_ap"][c] is None for c in absent)
+    assert all(report["per_class_ap"][c] is not None for c in EMOTIC_CATEGORIES if c not in absent)
+    assert report["num_samples"] == len(dataset)
+    assert report["value"] == pytest.approx(expected.mAP, abs=1e-6)
+    for name, ap in expected.per_class_ap.items():
+        assert report["per_class_ap"][name] == (None if ap is None else pytest.approx(ap, abs=1e-6))
+    assert "mAP" in capsys.readouterr().out
+
+
+def test_caer_accuracy_report(tmp_path: Path, caer_root: Path):
+    ckpt = _checkpoint(tmp_path, CAER_CLASSES, False, name="concat")
+    out = tmp_path / "caer.json"
+    rc = evaluate.main(
+        [
+            "--checkpoint", str(ckpt), "--dataset", "caer", "--data-root", str(caer_root), "--split", "test",
+            "--json", str(out), "--batch-size", "4", "--workers", "0", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    report = json.loads(out.read_text())
+    dataset = evaluate.open_dataset("caer", caer_root, "test", size=SIZE, resize=SIZE + 2, train=False)
+    logits, targets = _direct_scores(ckpt, dataset)
+    expected = classification_accuracy(targets, logits, CAER_CLASSES)
+    assert report["metric"] == "accuracy"
+    assert report["value"] == pytest.approx(expected.accuracy)
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (7, 7) and cm.sum() == len(dataset) == 14
+    assert cm.sum(axis=1).tolist() == [2] * 7  # balanced synthetic classes
+    assert report["confusion_matrix"] == expected.confusion_matrix
+
+
+def test_label_mismatch_is_a_clear_error(
+    tmp_path: Path, emotic_root: Path, capsys: pytest.CaptureFixture[str]
+):
+    ckpt = _checkpoint(tmp_path, CAER_CLASSES, False)
+    rc = evaluate.main(["--checkpoint", str(ckpt), "--dataset", "emotic", "--data-root", str(emotic_root)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "single-label" in err
+    # Same label count and kind, different names: the label check itself.
+    odd = tuple(f"class_{i}" for i in range(26))
+    ckpt = _checkpoint(tmp_path, odd, True)
+    rc = evaluate.main(["--checkpoint", str(ckpt), "--dataset", "emotic", "--data-root", str(emotic_root)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "do not match" in err and "Affection" in err and "Traceback" not in err
+
+
+def test_check_labels_order_matters():
+    evaluate.check_labels(("a", "b"), ("a", "b"))
+    with pytest.raises(evaluate.LabelMismatchError, match="different order"):
+        evaluate.check_labels(("b", "a"), ("a", "b"))
+
+
+@pytest.mark.parametrize(
+    "problem",
+    ["missing checkpoint", "missing data root", "pickle checkpoint"],
+)
+def test_bad_input_is_one_error_line(
+    tmp_path: Path, emotic_root: Path, capsys: pytest.CaptureFixture[str], problem: str
+):
+    ckpt = _checkpoint(tmp_path, EMOTIC_CATEGORIES, True)
+    data_root = emotic_root
+    if problem == "missing checkpoint":
+        ckpt = tmp_path / "nowhere"
+    elif problem == "missing data root":
+        data_root = tmp_path / "no-data"
+    else:
+        pickle = tmp_path / "model.pt"
+        pickle.write_bytes(b"not really")
+        ckpt = pickle
+    rc = evaluate.main(["--checkpoint", str(ckpt), "--dataset", "emotic", "--data-root", str(data_root)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    named = {"missing checkpoint": "nowhere", "missing data root": "no-data", "pickle checkpoint": "model.pt"}
+    assert named[problem] in err
