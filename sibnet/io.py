@@ -183,6 +183,24 @@ def _loaded(rgb: np.ndarray, notices: tuple[str, ...], fmt: str | None) -> Loade
     return LoadedImage(rgb=rgb, notices=notices, format=fmt, size=(rgb.shape[1], rgb.shape[0]))
 
 
+def open_pil(fp: Path | str | BinaryIO, formats: tuple[str, ...] | list[str] | None = None) -> Image.Image:
+    """``PIL.Image.open`` whose only answer to an unrecognised file is ``PIL.UnidentifiedImageError``.
+
+    Once ultralytics is imported (the person detector does), ``PIL.Image.open`` is process-wide its wrapper
+    (``ultralytics.utils.patches``), which answers an unidentified file by importing pi-heif for HEIC
+    support; where pi-heif is not installed (and ultralytics may not install it) that import fails with
+    ``ImportError`` instead. This maps it back, so callers handle one exception whoever patched Pillow.
+    """
+    try:
+        return Image.open(fp, formats=formats)
+    except ImportError as err:
+        raise Image.UnidentifiedImageError(f"cannot identify image file {_name_of(fp)}") from err
+
+
+def _name_of(fp: Path | str | BinaryIO) -> str:
+    return repr(str(fp)) if isinstance(fp, (str, Path)) else "from the uploaded bytes"
+
+
 def _check_size(width: int, height: int, max_pixels: int, min_side: int, label: str) -> None:
     if width * height > max_pixels:
         raise ImageError(
@@ -198,16 +216,13 @@ def _check_size(width: int, height: int, max_pixels: int, min_side: int, label: 
 def _decode(fp: Path | BinaryIO, max_pixels: int, min_side: int, label: str) -> LoadedImage:
     """Open with the accepted decoders, check the header's size, then decode."""
     try:
-        img = Image.open(fp, formats=ACCEPTED_FORMATS)
+        img = open_pil(fp, formats=ACCEPTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         # Pillow refused from the header (the warning only arrives here when warnings are errors).
         raise ImageError(
             f"{label}the image is too large ({err}); the limit is {max_pixels / 1e6:.1f} megapixels"
         ) from err
-    except (Image.UnidentifiedImageError, ImportError) as err:
-        # ImportError: once ultralytics is imported, PIL.Image.open is its wrapper (ultralytics.utils.patches),
-        # which answers an unidentified file by trying to install and import pi-heif for HEIC support; where
-        # that is not installed (and ultralytics may not install it), the import fails instead.
+    except Image.UnidentifiedImageError as err:
         raise ImageError(f"{label}{_not_an_image_message(fp)}") from err
     except _DECODE_ERRORS as err:
         raise ImageError(f"{label}the image header is corrupt ({err})") from err

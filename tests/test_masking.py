@@ -237,3 +237,24 @@ def test_batch_triples_stacks():
     assert torch.equal(body[1], triples[1].body)
     with pytest.raises(ValueError):
         batch_triples([])
+
+
+def test_unreadable_file_is_a_dataset_error_even_after_ultralytics_patched_pil(tmp_path):
+    # Importing ultralytics (the person detector does) wraps PIL.Image.open process-wide; an unidentified
+    # file then raises ImportError (pi-heif missing) from inside Pillow. Dataset reads must still name it.
+    from sibnet.detect.persons import configure_ultralytics_env
+
+    configure_ultralytics_env()
+    import ultralytics.utils.patches  # noqa: F401 - imported for its side effect on PIL
+
+    from sibnet.data import DatasetError
+    from sibnet.data.masking import read_rgb
+
+    assert Image.open.__module__ == "ultralytics.utils.patches"
+    bad = tmp_path / "0004.png"
+    bad.write_bytes(b"this is not a png")
+    with pytest.raises(DatasetError, match="cannot read image .*0004.png"):
+        read_rgb(bad)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(good)
+    assert read_rgb(good).shape == (6, 8, 3)

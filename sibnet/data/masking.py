@@ -55,6 +55,7 @@ from torchvision.transforms.v2 import functional as F
 
 from sibnet.boxes import Box, clip_box, estimate_face_from_body, is_empty
 from sibnet.data import DatasetError
+from sibnet.io import open_pil
 
 BRANCHES: tuple[str, str, str] = ("face", "body", "scene")
 
@@ -289,7 +290,7 @@ def read_rgb(path: Path) -> np.ndarray:
         DatasetError: the file exists but cannot be decoded (the message names it).
     """
     try:
-        with Image.open(path) as img:
+        with open_pil(path) as img:
             return np.asarray(img.convert("RGB"))
     except FileNotFoundError:
         raise FileNotFoundError(f"image file {path} does not exist") from None
