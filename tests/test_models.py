@@ -231,6 +231,18 @@ def test_icm_affinity_is_softmax_over_last_dim():
     torch.testing.assert_close(w, torch.softmax(q @ k.transpose(1, 2) / math.sqrt(8), dim=-1))
 
 
+def test_icm_forward_is_bn_of_out_of_affinity_times_value():
+    # forward fuses W V (scaled_dot_product_attention); it must be the same function as the explicit product.
+    torch.manual_seed(5)
+    block = CorrelatedFusion(in_channels=12, inner_channels=8, out_channels=4)
+    nn.init.normal_(block.bn.weight)  # the zero-init scale would make every output equal
+    block.eval()
+    x = torch.randn(3, 12, 5, 6)
+    v = block.value(x).flatten(2)
+    expected = block.bn(block.out((block.affinity(x) @ v).view(3, 8, 5, 6)))
+    torch.testing.assert_close(block(x), expected)
+
+
 @pytest.mark.parametrize("variant", sorted(ICM_VARIANTS))
 @pytest.mark.parametrize("channels", (128, 512))
 def test_icm_parameter_count_matches_formula(variant: str, channels: int):
