@@ -7,12 +7,14 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`; each gets cores/workers torch threads (tests/conftest.py).
+TEST_WORKERS ?= 2
 
 export GRADIO_ANALYTICS_ENABLED ?= False
 export YOLO_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: install install-dev demo test test-fast lint format bench browser clean
+.PHONY: install install-dev demo test test-fast lint format bench bench-cam browser clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,13 +50,17 @@ format: install-dev
 	$(PY) -m ruff check --fix .
 
 test: install-dev browser lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: install-dev lint
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 bench: install-dev
 	$(PY) benchmarks/run.py $(ARGS)
+
+# CAM faithfulness of the three models on planted-cue data (trains them on the CPU: tens of minutes).
+bench-cam: install-dev
+	$(PY) benchmarks/cam_faithfulness.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
