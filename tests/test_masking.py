@@ -253,7 +253,7 @@ def test_unreadable_file_is_a_dataset_error_even_after_ultralytics_patched_pil(t
     assert Image.open.__module__ == "ultralytics.utils.patches"
     bad = tmp_path / "0004.png"
     bad.write_bytes(b"this is not a png")
-    with pytest.raises(DatasetError, match="cannot read image .*0004.png"):
+    with pytest.raises(DatasetError, match=r"cannot read image .*0004\.png"):
         read_rgb(bad)
     good = tmp_path / "good.png"
     Image.new("RGB", (8, 6), (10, 20, 30)).save(good)
