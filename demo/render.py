@@ -265,9 +265,14 @@ def _to_rgb(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def save_png(image: np.ndarray, path: str | Path) -> Path:
+# zlib level for PNGs: measured on the 1200 × 865 Figure-5 grid on 2 cores, level 1 took 70-78 ms and level 6
+# (Pillow's default) 212-240 ms, for 16 % more bytes (816 KB against 701 KB). Either is lossless.
+PNG_COMPRESS_LEVEL = 1
+
+
+def save_png(image: np.ndarray, path: str | Path, compress_level: int = PNG_COMPRESS_LEVEL) -> Path:
     """Write an RGB uint8 array as a (lossless) PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, format="PNG", optimize=False)
+    Image.fromarray(image).save(path, format="PNG", compress_level=compress_level)
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib
+import os
 import sys
 import types
 
@@ -150,3 +151,25 @@ def test_ui_module_is_the_only_gradio_importer():
             offenders.append(str(path))
     assert offenders == []
     assert importlib.util.find_spec("gradio") is not None
+
+
+def test_request_files_older_than_the_limit_are_pruned(monkeypatch, tmp_path):
+    monkeypatch.setattr(ui, "OUTPUT_DIR", tmp_path)
+    monkeypatch.setattr(ui, "_pruned_at", 0.0)
+    now = 1_000_000.0
+    old, fresh, other = (
+        tmp_path / "sibnet-old-figure5.png",
+        tmp_path / "sibnet-new.json",
+        tmp_path / "keep.txt",
+    )
+    for path, age in ((old, ui.OUTPUT_MAX_AGE_S + 5), (fresh, 10), (other, ui.OUTPUT_MAX_AGE_S + 5)):
+        path.write_text("x")
+        os.utime(path, (now - age, now - age))
+    ui._prune_outputs(now)
+    assert not old.exists() and fresh.exists() and other.exists()  # only this app's expired files go
+    old.write_text("x")
+    os.utime(old, (now - ui.OUTPUT_MAX_AGE_S - 5,) * 2)
+    ui._prune_outputs(now + 30)  # within a minute of the last sweep: no directory scan
+    assert old.exists()
+    ui._prune_outputs(now + 61)
+    assert not old.exists()
