@@ -183,6 +183,13 @@ def _loaded(rgb: np.ndarray, notices: tuple[str, ...], fmt: str | None) -> Loade
     return LoadedImage(rgb=rgb, notices=notices, format=fmt, size=(rgb.shape[1], rgb.shape[0]))
 
 
+def require_rgb(rgb: object) -> None:
+    """Raise ``ValueError`` unless ``rgb`` is an ``H x W x 3`` uint8 array (what :func:`load_image` returns)."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        shape = getattr(rgb, "shape", None)
+        raise ValueError(f"expected an H x W x 3 uint8 RGB array, got {type(rgb).__name__} {shape}")
+
+
 def open_pil(fp: Path | str | BinaryIO, formats: tuple[str, ...] | list[str] | None = None) -> Image.Image:
     """``PIL.Image.open`` whose only answer to an unrecognised file is ``PIL.UnidentifiedImageError``.
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sibnet.boxes import Box, clip_box, is_empty
+from sibnet.io import require_rgb
 
 # O-Net's face probability below which a detection is dropped. MTCNN's own stage thresholds
 # (0.6, 0.7, 0.7) let through hands, ears and patterned cloth with probabilities of 0.7-0.85; on zidane.jpg
@@ -88,9 +89,7 @@ class FaceDetector:
         Raises:
             ValueError: ``rgb`` is not an ``H x W x 3`` uint8 array.
         """
-        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            shape = getattr(rgb, "shape", None)
-            raise ValueError(f"expected an H x W x 3 uint8 RGB array, got {type(rgb).__name__} {shape}")
+        require_rgb(rgb)
         height, width = rgb.shape[:2]
         if min(height, width) < self.min_face_size:
             return []  # no pyramid level fits; facenet-pytorch would raise on an empty torch.cat

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from sibnet.boxes import Box, clip_box, is_empty
+from sibnet.io import require_rgb
 
 DEFAULT_WEIGHTS = "yolo11n.pt"  # the smallest YOLO11 detector: 2.6 M parameters, COCO box mAP 39.5
 WEIGHTS_ENV = "SIBNET_YOLO_WEIGHTS"  # overrides DEFAULT_WEIGHTS when no weights are passed
@@ -177,9 +178,7 @@ class PersonDetector:
         Raises:
             ValueError: ``rgb`` is not an ``H x W x 3`` uint8 array.
         """
-        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            shape = getattr(rgb, "shape", None)
-            raise ValueError(f"expected an H x W x 3 uint8 RGB array, got {type(rgb).__name__} {shape}")
+        require_rgb(rgb)
         height, width = rgb.shape[:2]
         # Ultralytics takes numpy images as OpenCV does, in BGR order.
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
