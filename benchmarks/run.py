@@ -122,16 +122,7 @@ def bench_cam_ratios(analyzer: Analyzer, path: Path, runs: int) -> dict[str, Any
     result = analyzer.analyze(path)
     models = {k: m.model for k, m in analyzer.models.items()}
     device = analyzer.device
-    batches = {}
-    for key, model in models.items():
-        from sibnet.data.masking import make_triple
-
-        cfg = model.config
-        triples = [
-            make_triple(result.image, p.face_box, p.body_box, size=cfg.input_size, resize=cfg.resize)
-            for p in result.people
-        ]
-        batches[key] = tuple(torch.stack(ts).to(device) for ts in zip(*(t.stack() for t in triples)))
+    batches = analyzer.model_inputs(result)
     targets = {k: [result.targets[p.id] for p in result.people] for k in models}
 
     def plain() -> None:

@@ -514,6 +514,21 @@ class Analyzer:
             timings[f"cam {key}"] = _ms(clock)
         return replace(analysis, maps=maps, targets=targets, method=method, timings=timings)
 
+    def model_inputs(self, analysis: Analysis) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Each model's input batch for the people of ``analysis``, exactly as :meth:`analyze` built it (masked
+        triples from the analysed image, stacked, on the analyzer's device). The analysis keeps only the
+        backbone features, so this rebuilds the triples (a few ms a person); for benchmarks and custom CAM calls.
+        """
+        to_analysed = 1.0 / analysis.scale  # people's boxes are in original pixels
+        people = [
+            replace(
+                p, face_box=scale_box(p.face_box, to_analysed), body_box=scale_box(p.body_box, to_analysed)
+            )
+            for p in analysis.people
+        ]
+        triples = self._triples(analysis.image, people)
+        return {key: _batch(triples[_input_key(e.model)], self.device) for key, e in self.models.items()}
+
     # --- helpers ---
 
     def _scores(self, logits: torch.Tensor) -> np.ndarray:

@@ -109,6 +109,13 @@ def test_large_photo_is_bounded_and_reported_in_original_pixels(analyzer):
     assert projected["scene"].box == pytest.approx(
         (3 / 230 * w, 3 / 230 * h, 227 / 230 * w, 227 / 230 * h), abs=1
     )
+    # model_inputs rebuilds the very batches the models ran on, boxes taken back to the analysed image
+    inputs = analyzer.model_inputs(result)
+    for key, entry in analyzer.models.items():
+        with torch.no_grad():
+            feats = entry.model.forward_features(*inputs[key])
+        for got, kept in zip(feats, result._features[key]):
+            torch.testing.assert_close(got, kept)
 
 
 def test_no_face_and_no_person_is_said_plainly(analyzer):
