@@ -45,6 +45,7 @@ from sibnet.cam import (
 )
 from sibnet.checkpoints import CheckpointError, load_model
 from sibnet.data.masking import Triple, make_triple
+from sibnet.distributed import resolve_device
 from sibnet.io import ANALYSIS_MAX_SIDE, ImageSource, fit_within, load_image
 from sibnet.labels import EMOTIC_CATEGORIES
 from sibnet.models.registry import create_model
@@ -63,12 +64,8 @@ UNTRAINED_SEED = 0  # untrained models are seeded so the demo's (meaningless) ou
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device``, else ``$SIBNET_DEVICE``, else CUDA when available, else CPU."""
-    chosen = device or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(chosen)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {chosen!r} asked for, but CUDA is not available on this machine")
-    return dev
+    """``device``, else ``$SIBNET_DEVICE``, else CUDA when available, else CPU (the training CLI's rule)."""
+    return resolve_device(device or os.environ.get(DEVICE_ENV))
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ class DistContext:
         return self.rank == 0
 
 
-def resolve_device(device: str | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/``"auto"`` → CUDA if available, else CPU; anything else as given (``"cuda:1"``, ``"cpu"``).
 
     Raises:
@@ -48,7 +48,7 @@ def resolve_device(device: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine (use --device cpu)")
     return dev
 
 
