@@ -38,10 +38,10 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget  
 import sibnet  # noqa: E402
 from sibnet.cam import branch_cams, pointing_hit  # noqa: E402
 from sibnet.data.caer import CaerDataset  # noqa: E402
+from sibnet.data.masking import BRANCHES  # noqa: E402
 from sibnet.data.synthetic import make_synthetic_caer  # noqa: E402
 
 MODELS = {"concat": "Concatenation", "attention": "Attention", "sibnet": "SIB-Net"}
-BRANCHES = ("face", "body", "scene")
 
 
 class _OneBranch(torch.nn.Module):

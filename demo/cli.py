@@ -1,14 +1,26 @@
-"""Command-line options shared by ``app.py``, ``demo.predict`` and ``demo.explain``: where the weights and the
-detectors come from and which device runs them."""
+"""The command-line layer shared by ``app.py``, ``demo.predict``, ``demo.explain`` and the notebook: where the
+weights and the detectors come from (flags, then environment variables), which device runs them, logging.
+
+This is the only place the demo reads its environment variables; :class:`demo.pipeline.Analyzer` takes
+explicit sources.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
-from demo.pipeline import DEVICE_ENV, MODEL_WEIGHTS_ENV, MODELS, REVISION_ENV, WEIGHTS_ENV, Analyzer
+from demo.pipeline import MODELS, Analyzer
 from sibnet.cam import CAM_METHODS
+
+WEIGHTS_ENV = "SIBNET_WEIGHTS"  # folder or Hub repo id holding sibnet/, concat/, attention/
+MODEL_WEIGHTS_ENV = {key: f"SIBNET_WEIGHTS_{key.upper()}" for key in MODELS}  # one checkpoint per model
+REVISION_ENV = "SIBNET_WEIGHTS_REVISION"
+DEVICE_ENV = "SIBNET_DEVICE"
 
 
 def add_analyzer_args(parser: argparse.ArgumentParser) -> None:
@@ -51,17 +63,32 @@ def add_cam_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def analyzer_from_args(args: argparse.Namespace) -> Analyzer:
-    return Analyzer(
-        args.weights,
-        sibnet=args.sibnet_weights,
-        concat=args.concat_weights,
-        attention=args.attention_weights,
-        device=args.device,
-        revision=args.revision,
-        yolo_weights=args.yolo_weights,
-        person_detector=False if args.no_person_detector else None,
-    )
+def analyzer_settings(
+    args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The :class:`Analyzer` keyword arguments the flags ask for, each missing flag taken from its variable."""
+    env = os.environ if environ is None else environ
+
+    def pick(flag: str, variable: str) -> str | None:
+        value = getattr(args, flag, None) if args is not None else None
+        return value or env.get(variable) or None
+
+    settings: dict[str, Any] = {
+        "weights": pick("weights", WEIGHTS_ENV),
+        "revision": pick("revision", REVISION_ENV),
+        "device": pick("device", DEVICE_ENV),
+        "yolo_weights": getattr(args, "yolo_weights", None),
+    }
+    for key in MODELS:
+        settings[key] = pick(f"{key}_weights", MODEL_WEIGHTS_ENV[key])
+    if getattr(args, "no_person_detector", False):
+        settings["person_detector"] = False
+    return settings
+
+
+def analyzer_from_args(args: argparse.Namespace | None = None, **overrides: Any) -> Analyzer:
+    """The analyzer the flags (then the environment) describe; ``overrides`` win (tests, the notebook)."""
+    return Analyzer(**{**analyzer_settings(args), **overrides})
 
 
 def target_arg(value: str) -> str | None:
@@ -74,3 +101,12 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def photo_cli_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The parser skeleton of the photo command lines: ``-v``, the CAM options and the analyzer options."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log loading and timings")
+    add_cam_args(parser)
+    add_analyzer_args(parser)
+    return parser

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from demo.cli import add_analyzer_args, add_cam_args, analyzer_from_args, setup_logging, target_arg
+from demo.cli import analyzer_from_args, photo_cli_parser, setup_logging, target_arg
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif"}
 
@@ -32,14 +32,11 @@ def collect_images(paths: list[Path]) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m demo.explain", description=__doc__.split("\n")[0])
+    parser = photo_cli_parser("python -m demo.explain", __doc__.split("\n")[0])
     parser.add_argument(
         "--images", nargs="+", type=Path, required=True, help="photos and/or folders of photos"
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    add_cam_args(parser)
-    add_analyzer_args(parser)
     return parser
 
 

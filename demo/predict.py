@@ -10,12 +10,12 @@ import json
 import sys
 from pathlib import Path
 
-from demo.cli import add_analyzer_args, add_cam_args, analyzer_from_args, setup_logging, target_arg
+from demo.cli import analyzer_from_args, photo_cli_parser, setup_logging, target_arg
 from demo.pipeline import MODELS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m demo.predict", description=__doc__.split("\n")[0])
+    parser = photo_cli_parser("python -m demo.predict", __doc__.split("\n")[0])
     parser.add_argument("image", help="photo to analyse (JPEG, PNG, WebP, ...)")
     parser.add_argument("--json", type=Path, default=None, help="write everything shown as JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="write the Figure-5 PNG of --person here")
@@ -23,9 +23,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--person", type=int, default=0, help="person of the figure (default 0, the leftmost)"
     )
     parser.add_argument("--top-k", type=int, default=3, help="emotions listed per model (default 3)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log loading and timings")
-    add_cam_args(parser)
-    add_analyzer_args(parser)
     return parser
 
 

@@ -26,8 +26,9 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from demo.pipeline import MODELS, Analysis
+from demo.results import MODELS, Analysis
 from sibnet.cam import METHOD_TITLES
+from sibnet.data.masking import BRANCHES
 
 BRANCH_TITLES = {"face": "face", "body": "body (face masked)", "scene": "scene (body masked)"}
 COMPOSITE_TITLE = "photo (all branches)"
@@ -109,7 +110,7 @@ def figure5(analysis: Analysis, person: int | None = None, width_px: int = FIGUR
     """
     person = _resolve_person(analysis, person)
     keys = [k for k in MODELS if k in analysis.maps]
-    masked = dict(zip(("face", "body", "scene"), analysis.masked_inputs[person]))
+    masked = dict(zip(BRANCHES, analysis.masked_inputs[person]))
     image = analysis.image
     photo = _shrink(image, 2 * PANEL_PX)  # once; each composite is overlaid at this size, then letterboxed
     target = analysis.target_name(person)
@@ -129,7 +130,7 @@ def figure5(analysis: Analysis, person: int | None = None, width_px: int = FIGUR
         pmaps = analysis.maps[key][person]
         top = header + r * row_h + row_title
         tiles = []
-        for c, branch in enumerate(("face", "body", "scene")):
+        for c, branch in enumerate(BRANCHES):
             if branch in pmaps.maps:
                 tiles.append(_tile(overlay(masked[branch], pmaps.maps[branch]), panel))
             else:
@@ -163,7 +164,7 @@ def figure5(analysis: Analysis, person: int | None = None, width_px: int = FIGUR
             color=WARNING_COLOUR,
             weight="bold",
         )
-    column_titles = [BRANCH_TITLES["face"], BRANCH_TITLES["body"], BRANCH_TITLES["scene"], COMPOSITE_TITLE]
+    column_titles = [*(BRANCH_TITLES[b] for b in BRANCHES), COMPOSITE_TITLE]
     for left, text in zip(lefts, column_titles):
         fig.text(*at(left + panel / 2, header + row_title - 6), text, ha="center", va="bottom", fontsize=10)
     score_name = "p" if analysis.multi_label else "softmax"
@@ -238,19 +239,17 @@ def people_overlay(analysis: Analysis, selected: int | None = None) -> np.ndarra
         font = ImageFont.load_default(size=max(14, round(side / 40)))
     except TypeError:  # Pillow < 10.1
         font = ImageFont.load_default()
-    inv = 1.0 / analysis.scale
     for p in analysis.people:
         thick = width * 2 if selected is not None and p.id == selected else width
         for box, colour, estimated in (
             (p.body_box, BODY_COLOUR, p.body_estimated),
             (p.face_box, FACE_COLOUR, p.face_estimated),
         ):
-            b = [v * inv for v in box]
             if estimated:
-                _dashed_rectangle(draw, b, colour, thick, dash=max(6, round(side / 90)))
+                _dashed_rectangle(draw, box, colour, thick, dash=max(6, round(side / 90)))
             else:
-                draw.rectangle(b, outline=colour, width=thick)
-        fx1, fy1 = p.face_box[0] * inv, p.face_box[1] * inv
+                draw.rectangle(box, outline=colour, width=thick)
+        fx1, fy1 = p.face_box[0], p.face_box[1]
         label = str(p.id)
         tx, ty = fx1, max(fy1 - font.size - 2 * width, 0) if hasattr(font, "size") else fy1
         bbox = draw.textbbox((tx, ty), label, font=font)

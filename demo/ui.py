@@ -28,8 +28,9 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from demo.pipeline import MODELS, NO_PERSON, UNTRAINED, Analysis, Analyzer
+from demo.pipeline import Analyzer
 from demo.render import branch_strip, figure5, people_overlay, save_png
+from demo.results import MODELS, NO_PERSON, UNTRAINED, Analysis
 from sibnet.cam import CAM_METHODS, METHOD_TITLES
 
 log = logging.getLogger("sibnet.demo")

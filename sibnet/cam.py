@@ -37,9 +37,10 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from sibnet.boxes import Box
+from sibnet.data.masking import BRANCHES
 
 ACTIVATION = "activation"
-BRANCH_ORDER: tuple[str, str, str] = ("face", "body", "scene")  # the order of the model inputs
+BRANCH_ORDER = BRANCHES  # the order of the model inputs (kept as the name callers know)
 
 
 def _at_input_size(cam_class: type[BaseCAM]) -> type[BaseCAM]:

@@ -1,5 +1,8 @@
 """Checkpoints: ``model.safetensors`` + ``config.json`` in a folder or a Hugging Face Hub repository.
 
+The format and its writer are :mod:`sibnet.models.serialization` (so a model can save itself without the
+loader, which builds models); this module finds and loads checkpoints.
+
 ``config.json`` holds the full :class:`ModelConfig` (model name, architecture, label names, input size,
 normalisation), so :func:`load_model` rebuilds the exact network from the checkpoint alone, then loads the
 tensors with strict key and shape matching. Only safetensors are read: nothing a user supplies is ever
@@ -8,55 +11,34 @@ unpickled (a ``.pt``/``.bin`` file is refused with a message saying how to conve
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sibnet.config import ModelConfig
+from sibnet.errors import CheckpointError
+from sibnet.models.registry import build_model
+from sibnet.models.serialization import (
+    CONFIG_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    WEIGHTS_NAME,
+    read_config,
+    save_pretrained,
+)
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-FORMAT = "sibnet-checkpoint"
-FORMAT_VERSION = 1
+__all__ = [
+    "CONFIG_NAME",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "WEIGHTS_NAME",
+    "CheckpointError",
+    "load_model",
+    "read_config",
+    "save_pretrained",
+]
+
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, in a refused format, or does not match its config."""
-
-
-def save_pretrained(
-    model: torch.nn.Module, directory: str | Path, training: dict[str, Any] | None = None
-) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed).
-
-    Args:
-        model: a :class:`sibnet.models.network.ContextEmotionNet` (DDP/compiled wrappers are unwrapped).
-        directory: target folder.
-        training: optional metadata (loss, dataset, metrics, seed...) stored under ``"training"``.
-
-    Returns:
-        The folder path.
-    """
-    from safetensors.torch import save_file
-
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    config: ModelConfig = model.config
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = out / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "sibnet_model": config.name})
-    os.replace(tmp, out / WEIGHTS_NAME)  # atomic: a crash never leaves a half-written checkpoint
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **config.to_dict()}
-    if training is not None:
-        meta["training"] = training
-    (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
-    return out
 
 
 def _resolve_files(
@@ -134,27 +116,6 @@ def _download(
     return Path(config), Path(weights), f"hub:{where}"
 
 
-def read_config(config_path: Path) -> tuple[ModelConfig, dict[str, Any]]:
-    """Parse ``config.json`` into the model config and the training metadata."""
-    try:
-        meta = json.loads(Path(config_path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{config_path} is not valid JSON: {err}") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{config_path} is not a SIB-Net checkpoint config (missing format={FORMAT!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{config_path} has format_version {meta['format_version']}; upgrade sibnet to read it"
-        )
-    training = meta.pop("training", {}) or {}
-    for key in ("format", "format_version"):
-        meta.pop(key, None)
-    try:
-        return ModelConfig.from_dict(meta), training
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{config_path}: invalid model config: {err}") from err
-
-
 def load_model(
     source: str | Path,
     *,
@@ -179,8 +140,6 @@ def load_model(
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from sibnet.models.registry import build_model
 
     config_path, weights_path, where = _resolve_files(
         source, subfolder=subfolder, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only

@@ -11,9 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from sibnet.data.masking import BRANCHES, InputTransform
 from sibnet.labels import EMOTIC_CATEGORIES
 
-BRANCHES: tuple[str, ...] = ("face", "body", "scene")
 FUSIONS: tuple[str, ...] = ("concat", "attention")
 STAGES: tuple[int, ...] = (1, 2, 3, 4)
 
@@ -58,6 +58,11 @@ class ModelConfig:
     @property
     def num_branches(self) -> int:
         return len(self.branches)
+
+    @property
+    def transform(self) -> InputTransform:
+        """The input recipe this model was built for (masking, resize, crop, normalisation), as one object."""
+        return InputTransform(self.input_size, self.resize, self.mean, self.std)
 
     def validate(self) -> None:
         """Raise ValueError naming the field and its valid values for any inconsistent setting."""

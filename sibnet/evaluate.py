@@ -5,8 +5,8 @@
     python -m sibnet.evaluate --checkpoint runs/emotic-sibnet/seed0/best --dataset emotic \\
         --data-root data/emotic --split test --json results/emotic-sibnet-seed0-test.json
 
-The model's own input size and resize (from its ``config.json``) build the evaluation crops (center crops,
-§4.2); its label list must equal the dataset's. Metrics: :mod:`sibnet.metrics`. Under ``torchrun`` every
+The model's own input recipe (``model.config.transform``, from its ``config.json``) builds the evaluation
+crops (center crops, §4.2); its label list must equal the dataset's. Metrics: :mod:`sibnet.metrics`. Under ``torchrun`` every
 rank scores a shard and the scores are gathered before the metric is computed.
 """
 
@@ -27,15 +27,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from sibnet.data.base import TripleDataset
+from sibnet.data.masking import BRANCHES, InputTransform
+from sibnet.data.registry import get_dataset, list_datasets
 from sibnet.distributed import DistContext, all_gather_cat, amp_dtype, autocast, init_distributed, shutdown
-from sibnet.labels import LABEL_SETS, MULTI_LABEL
+from sibnet.errors import USER_ERRORS, LabelMismatchError, error_message
 from sibnet.metrics import MultiLabelMetrics, SingleLabelMetrics, compute_metrics, format_report
-
-DATASETS: tuple[str, ...] = ("emotic", "caer")
-
-
-class LabelMismatchError(ValueError):
-    """A checkpoint's label list differs from the dataset's."""
 
 
 def open_dataset(
@@ -43,58 +40,16 @@ def open_dataset(
     data_root: str | Path,
     split: str,
     *,
-    size: int = 224,
-    resize: int = 230,
+    transform: InputTransform | None = None,
     train: bool | None = None,
     seed: int = 0,
-    annotations: str | Path | None = None,
     boxes: str | Path | None = None,
-    val_fraction: float = 0.1,
-) -> Dataset:
-    """Open a split of a benchmark with the given crop geometry.
-
-    Args:
-        dataset: ``"emotic"`` or ``"caer"``.
-        data_root: the dataset folder.
-        split: ``"train"``, ``"val"`` or ``"test"`` (CAER-S ``val`` is carved from ``train/``).
-        size: crop side (the model's ``input_size``).
-        resize: resize side before cropping (the model's ``resize``).
-        train: random crops; None → only for the train split.
-        seed: seed of the per-item crop generators.
-        annotations: EMOTIC annotation file or folder (default: found under ``data_root``).
-        boxes: box cache (default: ``<data_root>/sibnet_boxes_<dataset>.jsonl``).
-        val_fraction: CAER-S: fraction of ``train/`` held out as ``val``.
-
-    Raises:
-        FileNotFoundError, DatasetError: missing or malformed data (the message names the file).
-    """
-    if dataset == "emotic":
-        from sibnet.data.emotic import EmoticDataset
-
-        return EmoticDataset(
-            data_root,
-            split,
-            annotations=annotations,
-            boxes=boxes,
-            size=size,
-            resize=resize,
-            train=train,
-            seed=seed,
-        )
-    if dataset == "caer":
-        from sibnet.data.caer import CaerDataset
-
-        return CaerDataset(
-            data_root,
-            split,
-            boxes=boxes,
-            size=size,
-            resize=resize,
-            train=train,
-            seed=seed,
-            val_fraction=val_fraction,
-        )
-    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    **options: Any,
+) -> TripleDataset:
+    """Open a split of a registered benchmark with a model's input recipe (:meth:`DatasetSpec.open`)."""
+    return get_dataset(dataset).open(
+        data_root, split, transform=transform, train=train, seed=seed, boxes=boxes, **options
+    )
 
 
 def check_labels(
@@ -172,7 +127,7 @@ def predict(
     logits, targets, indices = [], [], []
     try:
         for batch in tqdm(loader, desc=desc, disable=not (progress and ctx.is_main), leave=False):
-            inputs = [batch[k].to(ctx.device, non_blocking=True) for k in ("face", "body", "scene")]
+            inputs = [batch[k].to(ctx.device, non_blocking=True) for k in BRANCHES]
             with autocast(ctx.device, amp):
                 out = model(*inputs)
             logits.append(out.logits.float())
@@ -216,30 +171,6 @@ def evaluate_model(
     return compute_metrics(preds.targets, preds.logits, list(dataset.labels), bool(dataset.multi_label))
 
 
-def error_message(err: BaseException) -> str:
-    """A one-line message; errors re-raised from DataLoader workers carry the worker's traceback."""
-    text = str(err).strip()
-    if text.startswith("Caught ") and "\n" in text:
-        last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if ": " in last else last
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions the command lines report as ``error: ...`` (exit 2) instead of a traceback."""
-    from sibnet.checkpoints import CheckpointError
-    from sibnet.data.masking import DatasetError
-    from sibnet.models.backbone import PretrainedWeightsUnavailable
-
-    return (
-        FileNotFoundError,
-        NotADirectoryError,
-        DatasetError,
-        CheckpointError,
-        PretrainedWeightsUnavailable,
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sibnet.evaluate",
@@ -249,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", required=True, help="checkpoint folder (config.json + model.safetensors) or Hub id"
     )
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=list_datasets())
     p.add_argument("--data-root", required=True, type=Path)
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--json", type=Path, default=None, help="write the full report here")
@@ -261,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--boxes", type=Path, default=None, help="box cache (default <data-root>/sibnet_boxes_*.jsonl)"
     )
-    p.add_argument("--val-fraction", type=float, default=0.1, help="CAER-S: validation share of train/")
+    p.add_argument(
+        "--val-fraction", type=float, default=None, help="CAER-S: validation share of train/ (default 0.1)"
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -274,21 +207,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         model = load_model(args.checkpoint, device=ctx.device)
         cfg = model.config
-        if cfg.multi_label != MULTI_LABEL[args.dataset]:
+        spec = get_dataset(args.dataset)
+        if cfg.multi_label != spec.multi_label:
             raise LabelMismatchError(
                 f"checkpoint {args.checkpoint} is a {'multi' if cfg.multi_label else 'single'}-label model; "
-                f"{args.dataset} is {'multi' if MULTI_LABEL[args.dataset] else 'single'}-label"
+                f"{spec.title} is {'multi' if spec.multi_label else 'single'}-label"
             )
-        check_labels(cfg.labels, LABEL_SETS[args.dataset], where=f"checkpoint {args.checkpoint}")
-        dataset = open_dataset(
-            args.dataset,
+        check_labels(cfg.labels, spec.labels, where=f"checkpoint {args.checkpoint}")
+        dataset = spec.open(
             args.data_root,
             args.split,
-            size=cfg.input_size,
-            resize=cfg.resize,
+            transform=cfg.transform,
             train=False,
-            annotations=args.annotations,
             boxes=args.boxes,
+            annotations=args.annotations,
             val_fraction=args.val_fraction,
         )
         check_labels(cfg.labels, dataset.labels, where=f"checkpoint {args.checkpoint}")
@@ -329,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (*user_errors(), LabelMismatchError, ValueError) as err:
+    except (*USER_ERRORS, ValueError) as err:
         print(f"error: {error_message(err)}", file=sys.stderr)
         return 2
     return 0

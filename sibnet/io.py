@@ -33,6 +33,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, features
 
+from sibnet.errors import ImageError
+
 # 50 megapixels: the full-resolution modes of current phone cameras (8160 × 6120 for a 50 MP sensor, 8000 ×
 # 6000 for 48 MP) still load; beyond that a photo is a scan or a bomb. Decoded, 50 MP is 150 MB of RGB bytes,
 # and intake briefly holds two or three copies. It is also well under Pillow's own guard (89 MP warns,
@@ -65,10 +67,6 @@ ACCEPTED_FORMATS: tuple[str, ...] = (
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
-
-
-class ImageError(ValueError):
-    """The input is not an image this library accepts; the message says why and what the limit is."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 EMOTIC has 26 discrete categories (multi-label, sigmoid scores, mAP); CAER-S has 7 classes (single label,
 accuracy). The order below is the order of the logits. A checkpoint stores its own label list, so a model
-trained on another label set loads and displays correctly.
+trained on another label set loads and displays correctly. Which dataset uses which list (and whether it is
+multi-label) is the dataset registry's business: :func:`sibnet.data.registry.get_dataset`.
 """
 
 EMOTIC_CATEGORIES: tuple[str, ...] = (
@@ -53,11 +54,6 @@ CAER_ALIASES: dict[str, str] = {
     "surprise": "Surprise",
     "surprised": "Surprise",
 }
-
-LABEL_SETS: dict[str, tuple[str, ...]] = {"emotic": EMOTIC_CATEGORIES, "caer": CAER_CLASSES}
-
-# Multi-label (sigmoid, mAP) or single-label (softmax, accuracy), by dataset.
-MULTI_LABEL: dict[str, bool] = {"emotic": True, "caer": False}
 
 
 def canonical_caer_class(folder_name: str) -> str:

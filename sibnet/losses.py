@@ -89,6 +89,13 @@ class ContextLoss(nn.Module):
         super().__init__()
         self.config = config or LossConfig()
 
+    def fused_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The fused term alone: BCE (or CE against the argmax of ``target``) of the fused score ``s``."""
+        logits, target = logits.float(), target.float()
+        if self.config.fused == "bce":
+            return F.binary_cross_entropy_with_logits(logits, target)
+        return F.cross_entropy(logits, target.argmax(dim=1))
+
     def forward(
         self,
         logits: torch.Tensor,
@@ -100,10 +107,7 @@ class ContextLoss(nn.Module):
         cfg = self.config
         logits = logits.float()
         target = target.to(logits.dtype)
-        if cfg.fused == "bce":
-            fused = F.binary_cross_entropy_with_logits(logits, target)
-        else:
-            fused = F.cross_entropy(logits, target.argmax(dim=1))
+        fused = self.fused_loss(logits, target)
         branch = logits.new_zeros(())
         if cfg.bcm is not None:
             if not branch_logits:

@@ -17,10 +17,13 @@ import pytest
 
 import sibnet.detect
 from sibnet.boxes import estimate_face_from_body
-from sibnet.data.boxes import build_box_cache, central_boxes, emotic_key, main, read_box_cache
+from sibnet.data.boxcache import emotic_key, read_box_cache
+from sibnet.data.boxes import build_box_cache, central_boxes, main
 from sibnet.data.caer import CaerDataset
 from sibnet.data.emotic import EmoticDataset
+from sibnet.data.masking import InputTransform
 from sibnet.data.synthetic import make_synthetic_caer, make_synthetic_emotic
+from sibnet.errors import DatasetError
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def test_emotic_cache_maps_faces_back_and_counts_fallbacks(emotic_root: Path):
     assert "estimated from the body top" in summary.format()
 
     # The loaders read it.
-    ds = EmoticDataset(emotic_root, "train", size=64, resize=72)
+    ds = EmoticDataset(emotic_root, "train", transform=InputTransform(64, 72))
     assert ds.box_cache_path == out
     cache = read_box_cache(out, dataset="emotic")
     for r in ds.records:
@@ -159,7 +162,7 @@ def test_unreadable_images_are_counted_named_and_skipped(emotic_root: Path):
     statuses = {item["image"]: item["status"] for item in _lines(summary.out)[1:]}
     assert statuses[corrupt] == statuses[missing] == "unreadable"
     split = cues[3]["split"]
-    ds = EmoticDataset(emotic_root, split, check_files=False, size=64, resize=72)
+    ds = EmoticDataset(emotic_root, split, check_files=False, transform=InputTransform(64, 72))
     rec = next(r for r in ds.records if r.annotation.image == corrupt)
     assert rec.face_box is None and rec.face_source == "missing"
 
@@ -211,7 +214,7 @@ def test_caer_cache_pairs_and_falls_back(caer_root: Path):
 
         w, h = Image.open(caer_root / item["image"]).size
         assert item["face"] == pytest.approx(central_boxes(w, h)[0], abs=0.01)
-    ds = CaerDataset(caer_root, "test", size=64, resize=72)
+    ds = CaerDataset(caer_root, "test", transform=InputTransform(64, 72))
     s = ds.summary()
     assert s["missing_from_cache"] == 0 and set(s["face_sources"]) <= {"mtcnn", "estimated", "central"}
 
@@ -251,8 +254,6 @@ def test_cli_builds_resumes_and_reports(caer_root: Path, monkeypatch: pytest.Mon
 
 
 def test_cache_for_another_dataset_is_refused(caer_root: Path, emotic_root: Path):
-    from sibnet.data import DatasetError
-
     build_box_cache("caer", caer_root, face_detector=FakeFrameFaces(), use_persons=False, progress=False)
     theirs = emotic_root / "sibnet_boxes_emotic.jsonl"
     shutil.copy(caer_root / "sibnet_boxes_caer.jsonl", theirs)

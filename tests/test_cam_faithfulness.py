@@ -55,7 +55,7 @@ def test_trained_branch_maps_point_at_the_cue(tmp_path: Path):
     summary = json.loads(next(out.iterdir()).joinpath("summary.json").read_text())
     model = sibnet.load_model(summary["seeds"][0]["best"])
     cues = {item["key"]: item for item in json.loads((root / "cues.json").read_text())["items"]}
-    test = CaerDataset(root, "test", size=SIZE, resize=SIZE + 4)
+    test = CaerDataset(root, "test", transform=model.config.transform)
 
     trained = _pointing(model, test, cues)
     torch.manual_seed(0)

@@ -13,14 +13,14 @@ import pytest
 import torch
 from scipy.io import savemat
 
-from sibnet.data import DatasetError
 from sibnet.data.caer import CaerDataset, list_caer_images
 from sibnet.data.emotic import EmoticDataset, read_emotic_mat
-from sibnet.data.masking import FACE_ESTIMATED
+from sibnet.data.masking import FACE_ESTIMATED, InputTransform
 from sibnet.data.synthetic import EMOTIC_PLANTED, make_synthetic_caer, make_synthetic_emotic
+from sibnet.errors import DatasetError
 from sibnet.labels import CAER_CLASSES, EMOTIC_CATEGORIES
 
-SMALL = dict(size=64, resize=72)
+SMALL = dict(transform=InputTransform(64, 72))
 
 
 @pytest.fixture(scope="module")

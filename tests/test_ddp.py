@@ -59,8 +59,9 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path: Path):
     log = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
     from sibnet.data.emotic import EmoticDataset
+    from sibnet.data.masking import InputTransform
 
-    n_val = len(EmoticDataset(root, "val", size=32, resize=33))
+    n_val = len(EmoticDataset(root, "val", transform=InputTransform(32, 33)))
     assert n_val % 2 == 1, "the split should not divide evenly over two ranks"
     assert all(r["val"]["n"] == n_val for r in log)
     # Global batch 4 = 2 per rank; samples count both ranks.

@@ -13,6 +13,7 @@ import torch
 import sibnet
 from sibnet import evaluate
 from sibnet.data.synthetic import EMOTIC_PLANTED, make_synthetic_caer, make_synthetic_emotic
+from sibnet.errors import LabelMismatchError
 from sibnet.labels import CAER_CLASSES, EMOTIC_CATEGORIES
 from sibnet.metrics import classification_accuracy, mean_average_precision
 
@@ -67,7 +68,9 @@ def test_emotic_map_report(tmp_path: Path, emotic_root: Path, capsys: pytest.Cap
     assert report["metric"] == "mAP" and report["split"] == "test"
     assert report["training"] == {"note": "untrained"}
     # The batched loader gives the same numbers as scoring each item directly.
-    dataset = evaluate.open_dataset("emotic", emotic_root, "test", size=SIZE, resize=SIZE + 2, train=False)
+    dataset = evaluate.open_dataset(
+        "emotic", emotic_root, "test", transform=sibnet.load_model(ckpt).config.transform, train=False
+    )
     logits, targets = _direct_scores(ckpt, dataset)
     expected = mean_average_precision(targets, logits, EMOTIC_CATEGORIES)
     # Only planted categories have positives: the other 21 (and any planted one absent from this small split)
@@ -95,7 +98,9 @@ def test_caer_accuracy_report(tmp_path: Path, caer_root: Path):
     )  # fmt: skip
     assert rc == 0
     report = json.loads(out.read_text())
-    dataset = evaluate.open_dataset("caer", caer_root, "test", size=SIZE, resize=SIZE + 2, train=False)
+    dataset = evaluate.open_dataset(
+        "caer", caer_root, "test", transform=sibnet.load_model(ckpt).config.transform, train=False
+    )
     logits, targets = _direct_scores(ckpt, dataset)
     expected = classification_accuracy(targets, logits, CAER_CLASSES)
     assert report["metric"] == "accuracy"
@@ -124,7 +129,7 @@ def test_label_mismatch_is_a_clear_error(
 
 def test_check_labels_order_matters():
     evaluate.check_labels(("a", "b"), ("a", "b"))
-    with pytest.raises(evaluate.LabelMismatchError, match="different order"):
+    with pytest.raises(LabelMismatchError, match="different order"):
         evaluate.check_labels(("b", "a"), ("a", "b"))
 
 

@@ -8,14 +8,15 @@ import torch
 from PIL import Image
 
 from sibnet.boxes import estimate_face_from_body
+from sibnet.data.base import item_generator, read_rgb
 from sibnet.data.masking import (
     BODY_WHOLE_IMAGE,
     FACE_ESTIMATED,
     batch_triples,
-    item_generator,
     make_triple,
     pixel_bounds,
 )
+from sibnet.errors import DatasetError
 
 
 def _norm(pixels: np.ndarray) -> torch.Tensor:
@@ -246,9 +247,6 @@ def test_unreadable_file_is_a_dataset_error_even_after_ultralytics_patched_pil(t
 
     configure_ultralytics_env()
     import ultralytics.utils.patches  # noqa: F401 - imported for its side effect on PIL
-
-    from sibnet.data import DatasetError
-    from sibnet.data.masking import read_rgb
 
     assert Image.open.__module__ == "ultralytics.utils.patches"
     bad = tmp_path / "0004.png"

@@ -18,7 +18,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from demo.pipeline import MODEL_WEIGHTS_ENV, UNTRAINED, WEIGHTS_ENV
+from demo.cli import MODEL_WEIGHTS_ENV, WEIGHTS_ENV
+from demo.results import UNTRAINED
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "cam_inspection.ipynb"

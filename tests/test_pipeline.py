@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 
@@ -11,9 +12,11 @@ import torch
 from PIL import Image
 
 import sibnet
-from demo.pipeline import NO_PERSON, UNTRAINED, Analyzer, pick_device
+from demo.cli import analyzer_from_args, analyzer_settings
+from demo.pipeline import NO_PERSON, UNTRAINED, Analyzer
 from sibnet.boxes import iou, scale_box
 from sibnet.checkpoints import CheckpointError
+from sibnet.distributed import resolve_device
 from sibnet.io import ImageError
 from tests import _images
 
@@ -103,19 +106,22 @@ def test_large_photo_is_bounded_and_reported_in_original_pixels(analyzer):
     assert max(result.image.shape[:2]) == 1280 and result.scale == pytest.approx(big.shape[0] / 1280)
     assert any("analysed at" in n for n in result.notices)
     # the same face, found at the bounded size, reported in the big photo's pixels
-    assert iou(result.people[0].face_box, scale_box(ref.people[0].face_box, 3)) > 0.85
-    projected = result.maps["sibnet"][0].projected(result.scale)
+    face = result.to_json()["people"][0]["face_box"]
+    assert iou(face, scale_box(ref.people[0].face_box, 3)) > 0.85
+    assert face == pytest.approx(scale_box(result.people[0].face_box, result.scale), abs=0.1)
+    projected = result.maps["sibnet"][0].projected()
     h, w = big.shape[:2]  # the scene tensor is the 224 centre crop of the photo resized to 230
-    assert projected["scene"].box == pytest.approx(
+    assert scale_box(projected["scene"].box, result.scale) == pytest.approx(
         (3 / 230 * w, 3 / 230 * h, 227 / 230 * w, 227 / 230 * h), abs=1
     )
-    # model_inputs rebuilds the very batches the models ran on, boxes taken back to the analysed image
+    # model_inputs rebuilds the very batches the models ran on (boxes in the analysed image's pixels)
     inputs = analyzer.model_inputs(result)
+    kept = analyzer.features(result)
     for key, entry in analyzer.models.items():
         with torch.no_grad():
             feats = entry.model.forward_features(*inputs[key])
-        for got, kept in zip(feats, result._features[key]):
-            torch.testing.assert_close(got, kept)
+        for got, cached in zip(feats, kept[key]):
+            torch.testing.assert_close(got, cached)
 
 
 def test_no_face_and_no_person_is_said_plainly(analyzer):
@@ -201,7 +207,8 @@ def test_env_var_weights_and_missing_subfolder(tmp_path, monkeypatch, analyzer):
     (tmp_path / "attention" / "config.json").unlink()
     (tmp_path / "attention").rmdir()
     monkeypatch.setenv("SIBNET_WEIGHTS", str(tmp_path))
-    partial = Analyzer(
+    partial = analyzer_from_args(
+        None,
         face_detector=analyzer.face_detector,
         person_detector=False,
         untrained_overrides={"input_size": 64, "resize": 68},
@@ -231,9 +238,13 @@ def test_bad_weights_are_an_error_not_untrained(tmp_path, analyzer):
         Analyzer(sibnet=tmp_path / "missing", face_detector=analyzer.face_detector, person_detector=False)
 
 
-def test_device_choice():
-    assert pick_device("cpu") == torch.device("cpu")
+def test_device_choice(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("SIBNET_DEVICE", "cpu")
+    assert analyzer_settings(None)["device"] == "cpu"  # the variable, read by the command-line layer
+    args = argparse.Namespace(device="cuda:1")
+    assert analyzer_settings(args)["device"] == "cuda:1"  # a flag wins over its variable
     if not torch.cuda.is_available():
-        assert pick_device() == torch.device("cpu")
+        assert resolve_device(None) == torch.device("cpu")
         with pytest.raises(ValueError, match="CUDA is not available"):
-            pick_device("cuda")
+            resolve_device("cuda")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from scipy.io import loadmat
 
-from sibnet.data.boxes import read_box_cache
+from sibnet.data.boxcache import read_box_cache
 from sibnet.data.synthetic import EMOTIC_PLANTED, PALETTE, main, make_synthetic_caer, make_synthetic_emotic
 from sibnet.labels import CAER_CLASSES
 

@@ -15,10 +15,13 @@ import torch
 
 import sibnet
 from sibnet import train
+from sibnet.data.masking import InputTransform
 from sibnet.data.synthetic import make_synthetic_caer, make_synthetic_emotic
 from sibnet.distributed import amp_dtype, autocast
 from sibnet.evaluate import evaluate_model, open_dataset
 from sibnet.labels import CAER_CLASSES
+from sibnet.training.optim import build_optimizer, build_scheduler, milestone_steps, parameter_groups
+from sibnet.training.trainer import Trainer
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "REPRODUCE.md"
 SIZE = 32  # the smallest input ModelConfig accepts: these tests check plumbing, not learning
@@ -131,7 +134,7 @@ def test_lr_groups_and_per_step_milestones(tmp_path: Path):
     )
     cfg = train.resolve_config(args)
     model = sibnet.build_model(cfg.model)
-    backbone, modules = train.parameter_groups(model)
+    backbone, modules = parameter_groups(model)
     assert {id(p) for p in backbone} == {id(p) for p in model.branches.parameters()}
     assert {id(p) for p in backbone}.isdisjoint(id(p) for p in modules)
     assert len(backbone) + len(modules) == len(list(model.parameters()))
@@ -139,9 +142,9 @@ def test_lr_groups_and_per_step_milestones(tmp_path: Path):
 
     # 10 epochs of 3 steps: milestones at steps round(15) = 15, round(22.5) = 23 (epoch 7.5 → mid-epoch 8),
     # round(26.25) = 26.
-    assert train.milestone_steps(30, cfg.lr_milestones) == [15, 23, 26]
-    opt = train.build_optimizer(model, cfg)
-    sched = train.build_scheduler(opt, 30, cfg)
+    assert milestone_steps(30, cfg.lr_milestones) == [15, 23, 26]
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, 30, cfg)
     seen = []
     for _ in range(30):
         seen.append([g["lr"] for g in opt.param_groups])
@@ -176,7 +179,9 @@ def test_two_seeds_layout_selection_and_round_trip(
     assert summary["test"] is not None and all(s["test"] is not None for s in summary["seeds"])
     assert "±" in printed and "paper (test): 32.66" in printed
 
-    val_set = open_dataset("emotic", emotic_root, "val", size=SIZE, resize=SIZE + 1, train=False)
+    val_set = open_dataset(
+        "emotic", emotic_root, "val", transform=InputTransform(SIZE, SIZE + 1), train=False
+    )
     for seed, entry in zip((0, 1), summary["seeds"]):
         seed_dir = run / f"seed{seed}"
         assert sorted(p.name for p in seed_dir.iterdir()) == ["best", "last.pt", "metrics.jsonl"]
@@ -208,20 +213,20 @@ def test_resume_after_a_crash_loses_no_epoch(
     assert train.main(args(tmp_path / "a")) == 0
     # Crash during epoch 3 (after its steps, before anything of it is saved: a kill at any moment of the epoch
     # loses exactly this much).
-    original = train.Trainer.train_one_epoch
+    original = Trainer.train_one_epoch
 
-    def crash_in_epoch_3(self: train.Trainer, epoch: int) -> dict:
+    def crash_in_epoch_3(self: Trainer, epoch: int) -> dict:
         result = original(self, epoch)
         if epoch == 3:
             raise KeyboardInterrupt("simulated kill")
         return result
 
-    monkeypatch.setattr(train.Trainer, "train_one_epoch", crash_in_epoch_3)
+    monkeypatch.setattr(Trainer, "train_one_epoch", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train.main(args(tmp_path / "b"))
     seed_dir = tmp_path / "b" / "caer-face" / "seed0"
     assert [r["epoch"] for r in _log(seed_dir / "metrics.jsonl")] == [1, 2]
-    monkeypatch.setattr(train.Trainer, "train_one_epoch", original)
+    monkeypatch.setattr(Trainer, "train_one_epoch", original)
     capsys.readouterr()
     # Rerun the same command: it resumes automatically.
     assert train.main(args(tmp_path / "b")) == 0

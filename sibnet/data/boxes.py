@@ -21,19 +21,7 @@ What is detected:
   face, said once in the summary. No face and no person → the documented :func:`central_boxes`
   (``"central"``).
 
-The cache: JSON lines, UTF-8, default ``<data_root>/sibnet_boxes_<dataset>.jsonl``
-(:func:`default_cache_path`). The first line is a header ``{"sibnet_box_cache": 1, "dataset": ...}``;
-every other line is one item::
-
-    {"key": ..., "image": "<path relative to data_root>", "status": "ok" | "unreadable",
-     "face": [x1, y1, x2, y2] | null, "face_source": "mtcnn" | "estimated" | "central" | "synthetic",
-     "face_prob": float | null, "body": [x1, y1, x2, y2] | null,
-     "body_source": "annotation" | "yolo" | "estimated" | "central" | "synthetic", "error": str?}
-
-Keys: EMOTIC ``"<folder>/<filename>@<x1>,<y1>,<x2>,<y2>"`` (the person's annotated body box, ``%g``), so the
-``.mat`` and the CSV layouts, whose person order may differ, share one cache (:func:`emotic_key`); CAER-S the
-image path relative to the data root, ``"train/Angry/0001.png"`` (:func:`caer_key`). Coordinates are image
-pixels, the same raw pixel order the datasets read (no EXIF rotation, like MATLAB's ``imread``).
+The cache format and its reader are :mod:`sibnet.data.boxcache`; this module only builds it.
 
 Resuming: lines are appended and flushed one by one; a restarted run skips every key already in the file
 (unreadable images included: delete their lines to retry) and drops a half-written last line left by a
@@ -57,21 +45,19 @@ from PIL import Image
 
 from sibnet.boxes import (
     Box,
-    as_box,
     box_area,
     clip_box,
     estimate_body_from_face,
     estimate_face_from_body,
     is_empty,
 )
-from sibnet.data import DatasetError
+from sibnet.data.boxcache import BoxJob, cache_line, default_cache_path, write_cache_header
+from sibnet.data.masking import pixel_bounds
+from sibnet.data.registry import get_dataset, list_datasets
+from sibnet.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
-DATASETS: tuple[str, ...] = ("emotic", "caer")
-# Face sources that are a fallback rather than a detection (or the generator's ground truth).
-FALLBACK_SOURCES: frozenset[str] = frozenset({"estimated", "central"})
 # MTCNN looks for faces of at least 20 px; a body crop whose short side is under MIN_CROP_SIDE is upscaled
 # (by at most MAX_UPSCALE) before detection so a small person's face reaches that size.
 MIN_CROP_SIDE = 112
@@ -82,23 +68,6 @@ MAX_UPSCALE = 4.0
 # CENTRAL_FACE_CENTRE_Y x the height; the body estimated from it (sibnet.boxes proportions).
 CENTRAL_FACE_SIDE = 0.3
 CENTRAL_FACE_CENTRE_Y = 0.35
-
-
-def default_cache_path(data_root: str | Path, dataset: str) -> Path:
-    """``<data_root>/sibnet_boxes_<dataset>.jsonl``, where the CLI writes and the datasets look."""
-    _check_dataset(dataset)
-    return Path(data_root) / f"sibnet_boxes_{dataset}.jsonl"
-
-
-def emotic_key(folder: str, filename: str, body_box: Sequence[float]) -> str:
-    """Cache key of an EMOTIC person: its image and annotated body box (``%g``, so 86.0 and 86 agree)."""
-    coords = ",".join(f"{v:g}" for v in as_box(body_box))
-    return f"{folder.strip('/')}/{filename}@{coords}"
-
-
-def caer_key(relative_path: str | Path) -> str:
-    """Cache key of a CAER-S frame: its path relative to the data root, with forward slashes."""
-    return Path(relative_path).as_posix()
 
 
 def central_boxes(width: int, height: int) -> tuple[Box, Box]:
@@ -112,135 +81,6 @@ def central_boxes(width: int, height: int) -> tuple[Box, Box]:
         min(cy + side / 2, height),
     )
     return face, estimate_body_from_face(face, width, height)
-
-
-@dataclass(frozen=True)
-class CachedBoxes:
-    """One item of the box cache."""
-
-    face: Box | None
-    body: Box | None
-    face_source: str | None = None
-    body_source: str | None = None
-    face_prob: float | None = None
-    status: str = "ok"
-    error: str | None = None
-
-    @property
-    def face_is_fallback(self) -> bool:
-        return self.face_source in FALLBACK_SOURCES
-
-
-def _box_or_none(value: Any) -> Box | None:
-    return None if value is None else as_box(value)
-
-
-def read_box_cache(path: str | Path, dataset: str | None = None) -> dict[str, CachedBoxes]:
-    """Read a box cache (see the module docstring for the format); the last line of a key wins.
-
-    Args:
-        path: the ``.jsonl`` file.
-        dataset: when given, the header must name this dataset.
-
-    Raises:
-        FileNotFoundError: no such file.
-        DatasetError: the header names another dataset, or the file is not a box cache.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"box cache {path} does not exist; build it with `python -m sibnet.data.boxes`"
-        )
-    entries: dict[str, CachedBoxes] = {}
-    bad = 0
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1  # a line cut short by a killed run; the builder rewrites it on resume
-                continue
-            if "sibnet_box_cache" in item:
-                if dataset is not None and item.get("dataset") != dataset:
-                    raise DatasetError(
-                        f"box cache {path} is for dataset {item.get('dataset')!r}, not {dataset!r}"
-                    )
-                continue
-            if "key" not in item:
-                raise DatasetError(f"{path} line {line_no}: not a box-cache entry (no 'key')")
-            entries[item["key"]] = CachedBoxes(
-                face=_box_or_none(item.get("face")),
-                body=_box_or_none(item.get("body")),
-                face_source=item.get("face_source"),
-                body_source=item.get("body_source"),
-                face_prob=item.get("face_prob"),
-                status=item.get("status", "ok"),
-                error=item.get("error"),
-            )
-    if bad:
-        log.warning("box cache %s: skipped %d unparsable line(s)", path, bad)
-    return entries
-
-
-def resolve_box_cache(
-    boxes: str | Path | bool | None, data_root: str | Path, dataset: str
-) -> tuple[Path | None, dict[str, CachedBoxes]]:
-    """The cache a dataset uses: None → the default file if present (else none, with a warning); False →
-    none; a path → that file, which must exist."""
-    if boxes is False:
-        return None, {}
-    if boxes is None:
-        path = default_cache_path(data_root, dataset)
-        if not path.is_file():
-            log.warning(
-                "no box cache at %s: the documented fallback boxes are used; build it with "
-                "`python -m sibnet.data.boxes --dataset %s --data-root %s`",
-                path,
-                dataset,
-                data_root,
-            )
-            return None, {}
-        return path, read_box_cache(path, dataset=dataset)
-    path = Path(boxes)
-    return path, read_box_cache(path, dataset=dataset)
-
-
-def write_cache_header(f: Any, dataset: str) -> None:
-    f.write(json.dumps({"sibnet_box_cache": CACHE_VERSION, "dataset": dataset}) + "\n")
-
-
-def cache_line(
-    key: str,
-    image: str,
-    *,
-    face: Sequence[float] | None,
-    face_source: str | None,
-    body: Sequence[float] | None,
-    body_source: str | None,
-    face_prob: float | None = None,
-    status: str = "ok",
-    error: str | None = None,
-) -> str:
-    """One cache entry as a JSON line (coordinates rounded to 0.01 px)."""
-
-    def rounded(box: Sequence[float] | None) -> list[float] | None:
-        return None if box is None else [round(float(v), 2) for v in box]
-
-    item: dict[str, Any] = {
-        "key": key,
-        "image": image,
-        "status": status,
-        "face": rounded(face),
-        "face_source": face_source,
-        "face_prob": None if face_prob is None else round(float(face_prob), 5),
-        "body": rounded(body),
-        "body_source": body_source,
-    }
-    if error is not None:
-        item["error"] = error
-    return json.dumps(item) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -275,7 +115,7 @@ class BoxCacheSummary:
         return d
 
     def format(self) -> str:
-        unit = "people" if self.dataset == "emotic" else "frames"
+        unit = get_dataset(self.dataset).items_unit
         lines = [
             f"box cache {self.out} ({self.dataset}): {self.total} {unit} listed, {self.already_done} already "
             f"cached, {self.processed} processed now, {self.remaining} left (--limit) in {self.seconds:.1f} s",
@@ -292,71 +132,6 @@ class BoxCacheSummary:
             if len(self.unreadable) > 20:
                 lines.append(f"    ... and {len(self.unreadable) - 20} more")
         return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class _Job:
-    key: str
-    image: str  # relative to the data root
-    path: Path
-    body: Box | None = None  # EMOTIC: the annotated body box
-
-
-def _emotic_jobs(data_root: Path, annotations: str | Path | None) -> tuple[list[_Job], list[str]]:
-    from sibnet.data.emotic import SPLITS, EmoticImageRoot, find_emotic_annotations, read_emotic_annotations
-
-    root = EmoticImageRoot(data_root)
-    jobs: dict[str, _Job] = {}
-    notices: list[str] = []
-    found = 0
-    for split in SPLITS:
-        try:
-            path = find_emotic_annotations(data_root, split, annotations)
-        except FileNotFoundError as err:
-            notices.append(f"split {split} skipped: {err}")
-            continue
-        if path.suffix.lower() == ".mat" and not _mat_has(path, split):
-            notices.append(f"split {split} skipped: {path} has no variable {split!r}")
-            continue
-        found += 1
-        for person in read_emotic_annotations(path, split):
-            key = emotic_key(person.folder, person.filename, person.body_box)
-            jobs.setdefault(
-                key, _Job(key, person.image, root.path(person.folder, person.filename), person.body_box)
-            )
-    if not found:
-        raise FileNotFoundError(f"no EMOTIC annotations found in {data_root}: " + "; ".join(notices))
-    return list(jobs.values()), notices
-
-
-def _mat_has(path: Path, split: str) -> bool:
-    """Whether a .mat file holds the split's variable; an unreadable file says yes, so that reading it raises
-    the loader's own error naming the file."""
-    from scipy.io import whosmat
-
-    try:
-        return split in {name for name, _, _ in whosmat(path)}
-    except Exception:  # noqa: BLE001 - scipy raises several types for a damaged file; the loader reports it
-        return True
-
-
-def _caer_jobs(data_root: Path) -> tuple[list[_Job], list[str]]:
-    from sibnet.data.caer import list_caer_images
-
-    jobs = []
-    notices = []
-    for split in ("train", "test"):
-        try:
-            images = list_caer_images(data_root, split)
-        except FileNotFoundError as err:
-            notices.append(f"split {split} skipped: {err}")
-            continue
-        for path, _ in images:
-            rel = caer_key(path.relative_to(data_root))
-            jobs.append(_Job(rel, rel, path))
-    if not jobs:
-        raise FileNotFoundError(f"no CAER-S images found in {data_root}: " + "; ".join(notices))
-    return jobs, notices
 
 
 def _open_cache(out: Path, dataset: str) -> tuple[set[str], Any]:
@@ -393,8 +168,6 @@ def _open_cache(out: Path, dataset: str) -> tuple[set[str], Any]:
 
 def _face_in_body(detector: Any, rgb: np.ndarray, body: Box) -> tuple[Box, float] | None:
     """The best MTCNN face inside a body box, in image pixels (see the module docstring), or None."""
-    from sibnet.data.masking import pixel_bounds
-
     height, width = rgb.shape[:2]
     x1, y1, x2, y2 = pixel_bounds(body, width, height)
     crop = rgb[y1:y2, x1:x2]
@@ -428,9 +201,9 @@ def _principal_person(people: Sequence[Any]) -> Any | None:
     return None
 
 
-def _iter_by_image(jobs: Iterable[_Job]) -> Iterator[tuple[Path, str, list[_Job]]]:
+def _iter_by_image(jobs: Iterable[BoxJob]) -> Iterator[tuple[Path, str, list[BoxJob]]]:
     """Group consecutive jobs by image so each image is decoded once."""
-    groups: dict[Path, list[_Job]] = {}
+    groups: dict[Path, list[BoxJob]] = {}
     for job in jobs:
         groups.setdefault(job.path, []).append(job)
     for path, group in groups.items():
@@ -453,7 +226,7 @@ def build_box_cache(
     """Detect the missing boxes of a dataset once and append them to the cache (resumable).
 
     Args:
-        dataset: ``"emotic"`` or ``"caer"``.
+        dataset: a registered dataset name (:func:`sibnet.data.registry.list_datasets`).
         data_root: the dataset folder.
         out: the cache file; None → :func:`default_cache_path`.
         device: torch device of the detectors built here.
@@ -474,15 +247,15 @@ def build_box_cache(
     from tqdm import tqdm
 
     # The same decoder as the datasets (raw pixel order), so cached boxes match what they read.
-    from sibnet.data.masking import read_rgb
+    from sibnet.data.base import read_rgb
 
-    _check_dataset(dataset)
+    spec = get_dataset(dataset)
     started = time.perf_counter()
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise FileNotFoundError(f"data root {data_root} does not exist or is not a folder")
     out_path = Path(out) if out is not None else default_cache_path(data_root, dataset)
-    jobs, notices = _emotic_jobs(data_root, annotations) if dataset == "emotic" else _caer_jobs(data_root)
+    jobs, notices = spec.box_jobs(data_root, annotations)
     summary = BoxCacheSummary(dataset=dataset, out=out_path, total=len(jobs), notices=notices)
 
     done, f = _open_cache(out_path, dataset)
@@ -499,7 +272,7 @@ def build_box_cache(
 
             face_detector = FaceDetector(device=device)
         persons = None
-        if dataset == "caer":
+        if spec.box_detection == "principal_person":
             persons = person_detector
             if persons is None and use_persons:
                 from sibnet.detect import DetectorUnavailable, PersonDetector
@@ -511,9 +284,7 @@ def build_box_cache(
             elif persons is None:
                 summary.notices.append("person detection off: bodies estimated from faces")
 
-        bar = tqdm(
-            total=len(pending), unit="person" if dataset == "emotic" else "frame", disable=not progress
-        )
+        bar = tqdm(total=len(pending), unit=spec.item_unit, disable=not progress)
         for path, image, group in _iter_by_image(pending):
             try:
                 rgb = read_rgb(path)
@@ -534,10 +305,10 @@ def build_box_cache(
                     )
             else:
                 for job in group:
-                    if dataset == "emotic":
-                        f.write(_emotic_line(job, rgb, face_detector, summary))
+                    if spec.box_detection == "face_in_body":
+                        f.write(_face_in_body_line(job, rgb, face_detector, summary))
                     else:
-                        f.write(_caer_line(job, rgb, face_detector, persons, summary))
+                        f.write(_principal_person_line(job, rgb, face_detector, persons, summary))
             f.flush()
             summary.processed += len(group)
             bar.update(len(group))
@@ -548,7 +319,7 @@ def build_box_cache(
     return summary
 
 
-def _emotic_line(job: _Job, rgb: np.ndarray, detector: Any, summary: BoxCacheSummary) -> str:
+def _face_in_body_line(job: BoxJob, rgb: np.ndarray, detector: Any, summary: BoxCacheSummary) -> str:
     height, width = rgb.shape[:2]
     assert job.body is not None
     summary.bodies_annotated += 1
@@ -565,7 +336,9 @@ def _emotic_line(job: _Job, rgb: np.ndarray, detector: Any, summary: BoxCacheSum
     return cache_line(job.key, job.image, face=best[0], face_source="mtcnn", face_prob=best[1], **kw)
 
 
-def _caer_line(job: _Job, rgb: np.ndarray, faces: Any, persons: Any | None, summary: BoxCacheSummary) -> str:
+def _principal_person_line(
+    job: BoxJob, rgb: np.ndarray, faces: Any, persons: Any | None, summary: BoxCacheSummary
+) -> str:
     from sibnet.detect import pair_people
 
     height, width = rgb.shape[:2]
@@ -596,18 +369,13 @@ def _caer_line(job: _Job, rgb: np.ndarray, faces: Any, persons: Any | None, summ
     )
 
 
-def _check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: build (or resume) a dataset's box cache and print the summary."""
     parser = argparse.ArgumentParser(
         prog="python -m sibnet.data.boxes",
         description="Detect the face (MTCNN) and body (YOLO) boxes a dataset lacks, once, into a resumable cache.",
     )
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dataset", required=True, choices=list_datasets())
     parser.add_argument("--data-root", required=True, type=Path, help="the dataset folder")
     parser.add_argument(
         "--out", type=Path, default=None, help="cache file (default <data-root>/sibnet_boxes_<dataset>.jsonl)"

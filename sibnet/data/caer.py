@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from sibnet.boxes import Box
-from sibnet.data import DatasetError
-from sibnet.data.boxes import caer_key, resolve_box_cache
-from sibnet.data.masking import TripleDataset
+from sibnet.data.base import TripleDataset
+from sibnet.data.boxcache import BoxJob, caer_key, resolve_box_cache
+from sibnet.data.masking import InputTransform
+from sibnet.errors import DatasetError
 from sibnet.labels import CAER_CLASSES, canonical_caer_class
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -124,8 +125,7 @@ class CaerDataset(TripleDataset):
         split: ``"train"``, ``"val"`` (carved from ``train/``) or ``"test"``.
         boxes: the box cache: None → ``<data_root>/sibnet_boxes_caer.jsonl`` if present (else fallbacks, with a
             warning); a path → that file (must exist); False → none.
-        size: side of the branch tensors (224 in the paper).
-        resize: side the masked images are resized to before cropping (230).
+        transform: the model's input recipe (``model.config.transform``); default the paper's 224/230.
         train: random crops; None → True for the ``train`` split only.
         seed: seed of the per-item crop generators.
         val_fraction: fraction of ``train/`` held out as ``val`` (0 → no validation split).
@@ -145,8 +145,7 @@ class CaerDataset(TripleDataset):
         split: str,
         *,
         boxes: str | Path | bool | None = None,
-        size: int = 224,
-        resize: int = 230,
+        transform: InputTransform | None = None,
         train: bool | None = None,
         seed: int = 0,
         val_fraction: float = 0.1,
@@ -156,9 +155,7 @@ class CaerDataset(TripleDataset):
             raise ValueError(f"unknown CAER-S split {split!r}; expected one of {SPLITS}")
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        super().__init__(
-            size=size, resize=resize, train=split == "train" if train is None else train, seed=seed
-        )
+        super().__init__(transform=transform, train=split == "train" if train is None else train, seed=seed)
         self.data_root = Path(data_root)
         self.split = split
         self.val_fraction = val_fraction
@@ -245,3 +242,22 @@ class CaerDataset(TripleDataset):
             "body_sources": dict(Counter(r.body_source for r in self.records)),
             "missing_from_cache": sum(r.face_source == "missing" for r in self.records),
         }
+
+
+def box_jobs(data_root: Path, annotations: str | Path | None = None) -> tuple[list[BoxJob], list[str]]:
+    """Every frame of ``train/`` and ``test/``, for the box-cache builder (CAER-S has no annotation file)."""
+    data_root = Path(data_root)
+    jobs = []
+    notices = []
+    for split in ("train", "test"):
+        try:
+            images = list_caer_images(data_root, split)
+        except FileNotFoundError as err:
+            notices.append(f"split {split} skipped: {err}")
+            continue
+        for path, _ in images:
+            rel = caer_key(path.relative_to(data_root))
+            jobs.append(BoxJob(rel, rel, path))
+    if not jobs:
+        raise FileNotFoundError(f"no CAER-S images found in {data_root}: " + "; ".join(notices))
+    return jobs, notices

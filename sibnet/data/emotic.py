@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 
 from sibnet.boxes import Box, as_box, clip_box, is_empty
-from sibnet.data import DatasetError
-from sibnet.data.boxes import FALLBACK_SOURCES, emotic_key, resolve_box_cache
-from sibnet.data.masking import TripleDataset
+from sibnet.data.base import TripleDataset
+from sibnet.data.boxcache import FALLBACK_SOURCES, BoxJob, emotic_key, resolve_box_cache
+from sibnet.data.masking import InputTransform
+from sibnet.errors import DatasetError
 from sibnet.labels import EMOTIC_CATEGORIES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -404,8 +405,7 @@ class EmoticDataset(TripleDataset):
             folder holding them.
         boxes: the face-box cache: None → ``<data_root>/sibnet_boxes_emotic.jsonl`` if present (else faces are
             estimated, with a warning); a path → that file (must exist); False → no cache.
-        size: side of the branch tensors (224 in the paper).
-        resize: side the masked images are resized to before cropping (230).
+        transform: the model's input recipe (``model.config.transform``); default the paper's 224/230.
         train: random crops; None → True for the ``train`` split only.
         seed: seed of the per-item crop generators (see :class:`~sibnet.data.masking.TripleDataset`).
         check_files: verify at construction that every listed image exists (one ``stat`` per image).
@@ -425,16 +425,13 @@ class EmoticDataset(TripleDataset):
         *,
         annotations: str | Path | None = None,
         boxes: str | Path | bool | None = None,
-        size: int = 224,
-        resize: int = 230,
+        transform: InputTransform | None = None,
         train: bool | None = None,
         seed: int = 0,
         check_files: bool = True,
     ) -> None:
         _check_split(split)
-        super().__init__(
-            size=size, resize=resize, train=split == "train" if train is None else train, seed=seed
-        )
+        super().__init__(transform=transform, train=split == "train" if train is None else train, seed=seed)
         self.data_root = Path(data_root)
         if not self.data_root.is_dir():
             raise FileNotFoundError(f"EMOTIC data root {self.data_root} does not exist or is not a folder")
@@ -503,3 +500,41 @@ def _check_images_exist(paths: Sequence[Path], listed_in: Path, data_root: Path)
         raise FileNotFoundError(
             f"{len(missing)} of {len(unique)} images listed in {listed_in} are missing under {data_root}: {shown}"
         )
+
+
+def box_jobs(data_root: Path, annotations: str | Path | None = None) -> tuple[list[BoxJob], list[str]]:
+    """Every annotated person of every split found, once per cache key, for the box-cache builder."""
+    data_root = Path(data_root)
+    root = EmoticImageRoot(data_root)
+    jobs: dict[str, BoxJob] = {}
+    notices: list[str] = []
+    found = 0
+    for split in SPLITS:
+        try:
+            path = find_emotic_annotations(data_root, split, annotations)
+        except FileNotFoundError as err:
+            notices.append(f"split {split} skipped: {err}")
+            continue
+        if path.suffix.lower() == ".mat" and not _mat_has(path, split):
+            notices.append(f"split {split} skipped: {path} has no variable {split!r}")
+            continue
+        found += 1
+        for person in read_emotic_annotations(path, split):
+            key = emotic_key(person.folder, person.filename, person.body_box)
+            jobs.setdefault(
+                key, BoxJob(key, person.image, root.path(person.folder, person.filename), person.body_box)
+            )
+    if not found:
+        raise FileNotFoundError(f"no EMOTIC annotations found in {data_root}: " + "; ".join(notices))
+    return list(jobs.values()), notices
+
+
+def _mat_has(path: Path, split: str) -> bool:
+    """Whether a .mat file holds the split's variable; an unreadable file says yes, so that reading it raises
+    the loader's own error naming the file."""
+    from scipy.io import whosmat
+
+    try:
+        return split in {name for name, _, _ in whosmat(path)}
+    except Exception:  # noqa: BLE001 - scipy raises several types for a damaged file; the loader reports it
+        return True

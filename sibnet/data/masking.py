@@ -1,7 +1,10 @@
-"""The three masked partial images of one person (paper §3.1, §4.2, Eq. 3) and the dataset base over them.
+"""The input recipe: the three masked partial images of one person (paper §3.1, §4.2, Eq. 3).
 
-This module is the *one* place the branch inputs are built; training, evaluation, the CLI and the web demo
-all call :func:`make_triple`, so a model sees exactly the same pixels everywhere.
+This module is the *one* place the branch inputs are built. A model's recipe is an :class:`InputTransform`
+(crop size, resize side, mean, std), declared by its config the way torchvision weights declare their
+transforms (``model.config.transform``); training, evaluation, the CLI, the notebook and the web demo all
+call that object (or :func:`make_triple` with its fields), so a model sees exactly the same pixels everywhere.
+:data:`BRANCHES` is the one declaration of the branch order (SCM's sequence, the model's input order).
 
 Eq. 3 sets the pixels inside a bounding box to 0. Per branch (DESIGN.md §1):
 
@@ -44,19 +47,16 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
 from sibnet.boxes import Box, clip_box, estimate_face_from_body, is_empty
-from sibnet.data import DatasetError
-from sibnet.io import open_pil
 
+# The branches in the order of Eq. 1 (SCM runs face → body → scene) and of the model's inputs.
 BRANCHES: tuple[str, str, str] = ("face", "body", "scene")
 
 BODY_WHOLE_IMAGE = "body missing: whole image used as body (scene all zeros)"
@@ -76,7 +76,7 @@ class Triple:
         scene: normalised scene-branch tensor (body box zeroed), float32 (3, size, size).
         face_box: the face box used, clipped to the image (estimated if the input had none).
         body_box: the body box used, clipped to the image (the whole image if the input had none).
-        regions: per branch (face, body, scene), the rectangle in original image coordinates that the final
+        regions: per branch (face, body, scene), the rectangle in the image's pixel coordinates that the final
             ``size`` x ``size`` tensor covers after resize and crop; resizing a branch map to the region's
             size and pasting it at the region's corner puts it exactly over the photo. Computed from the
             box's integer pixel bounds (:func:`pixel_bounds`), the pixels actually cropped.
@@ -96,9 +96,14 @@ class Triple:
     # The uint8 (3, size, size) images the tensors were normalised from (masked, resized, cropped).
     _display: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = field(repr=False)
 
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(face, body, scene)``, in :data:`BRANCHES` order."""
+        return self.face, self.body, self.scene
+
     def stack(self) -> torch.Tensor:
         """The three tensors stacked as (3 branches, 3, size, size); ``face, body, scene = t.stack()`` works."""
-        return torch.stack((self.face, self.body, self.scene))
+        return torch.stack(self.tensors)
 
     def as_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(face, body, scene)`` each with a leading batch dimension of one: (1, 3, size, size)."""
@@ -259,107 +264,61 @@ def make_triple(
     )
 
 
-def batch_triples(triples: Sequence[Triple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack triples into ``(face, body, scene)`` batches, each (B, 3, size, size)."""
+def batch_triples(
+    triples: Sequence[Triple], device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack triples into ``(face, body, scene)`` batches, each (B, 3, size, size), optionally on ``device``."""
     if not triples:
         raise ValueError("batch_triples needs at least one triple")
-    return (
-        torch.stack([t.face for t in triples]),
-        torch.stack([t.body for t in triples]),
-        torch.stack([t.scene for t in triples]),
-    )
+    face, body, scene = (torch.stack(branch) for branch in zip(*(t.tensors for t in triples)))
+    if device is not None:
+        face, body, scene = face.to(device), body.to(device), scene.to(device)
+    return face, body, scene
 
 
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed mixed from (seed, epoch, index) by numpy's SeedSequence (well spread, no collisions of
-    the kind ``seed + epoch * n + index`` has)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint64)[0] >> 1)
+@dataclass(frozen=True)
+class InputTransform:
+    """A model's input recipe (§4.2): Eq. 3 masking, resize to ``resize``, crop to ``size``, normalise.
 
-
-def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """The torch.Generator of one item's training crops; the same (seed, epoch, index) gives the same crops in
-    any process, so DataLoader workers and DDP ranks agree and runs are reproducible."""
-    return torch.Generator().manual_seed(item_seed(seed, epoch, index))
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB.
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        DatasetError: the file exists but cannot be decoded (the message names it).
-    """
-    try:
-        with open_pil(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file {path} does not exist") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise DatasetError(f"cannot read image {path}: {err}") from err
-
-
-class TripleDataset(Dataset):
-    """Base of the EMOTIC and CAER-S datasets: records with boxes → :func:`make_triple` items.
-
-    Subclasses fill ``self.records`` with objects having ``path``, ``face_box``, ``body_box`` and ``target``
-    (a float32 numpy vector), and set ``labels`` and ``multi_label``.
-
-    Items are dicts ``{"face", "body", "scene": (3, size, size) float32, "target": (K,) float32,
-    "index": int}`` (subclasses may add keys).
-
-    Reproducible crops: in training mode item ``i`` is cropped with :func:`item_generator` seeded from
-    ``(seed, epoch, i)``. Call :meth:`set_epoch` before each epoch (like ``DistributedSampler.set_epoch``), so
-    crops differ across epochs yet are the same in every worker and on every rank. With
-    ``persistent_workers=True`` the workers keep the dataset copy of the first epoch; use non-persistent
-    workers (the default) or the epoch will not advance there.
+    Frozen and hashable, so callers can group models that share a recipe; built by
+    :attr:`sibnet.config.ModelConfig.transform` from the checkpoint's config, so the pixels a checkpoint was
+    trained on are the pixels it is served. Calling it on a photo and two boxes gives the :class:`Triple`.
     """
 
-    labels: tuple[str, ...] = ()
-    multi_label: bool = False
+    size: int = 224  # side of each branch tensor (the crop)
+    resize: int = 230  # side each masked image is resized to before cropping
+    mean: tuple[float, float, float] = DEFAULT_MEAN  # per-channel mean after scaling to [0, 1]
+    std: tuple[float, float, float] = DEFAULT_STD  # per-channel std; the defaults map [0, 1] to [-1, 1]
 
-    def __init__(self, *, size: int, resize: int, train: bool, seed: int) -> None:
-        if not 1 <= size <= resize:
-            raise ValueError(f"need 1 <= size <= resize, got size={size}, resize={resize}")
-        self.size = size
-        self.resize = resize
-        self.train = train
-        self.seed = seed
-        self.epoch = 0
-        self.records: list[Any] = []
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if not 1 <= self.size <= self.resize:
+            raise ValueError(f"need 1 <= size <= resize, got size={self.size}, resize={self.resize}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std are three numbers each, std positive")
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random crops :meth:`__getitem__` draws (training mode only)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def triple(self, index: int) -> Triple:
-        """The :class:`Triple` of record ``index`` (image read from disk), as :meth:`__getitem__` builds it."""
-        rec = self.records[index]
-        generator = item_generator(self.seed, self.epoch, index) if self.train else None
+    def __call__(
+        self,
+        image: np.ndarray | Image.Image,
+        face_box: Sequence[float] | None,
+        body_box: Sequence[float] | None,
+        *,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Triple:
+        """The person's :class:`Triple` (random crops when ``train``; see :func:`make_triple`)."""
         return make_triple(
-            read_rgb(rec.path),
-            rec.face_box,
-            rec.body_box,
+            image,
+            face_box,
+            body_box,
             size=self.size,
             resize=self.resize,
-            train=self.train,
+            train=train,
             generator=generator,
+            mean=self.mean,
+            std=self.std,
         )
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self.records):
-            raise IndexError(f"index {index} out of range for {len(self.records)} records")
-        t = self.triple(index)
-        return {
-            "face": t.face,
-            "body": t.body,
-            "scene": t.scene,
-            "target": torch.tensor(self.records[index].target, dtype=torch.float32),
-            "index": index,
-        }
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}

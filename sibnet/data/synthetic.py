@@ -60,7 +60,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sibnet.data.boxes import cache_line, caer_key, default_cache_path, emotic_key, write_cache_header
+from sibnet.data.boxcache import cache_line, caer_key, default_cache_path, emotic_key, write_cache_header
+from sibnet.data.masking import BRANCHES
 from sibnet.labels import CAER_CLASSES, EMOTIC_CATEGORIES
 
 # Saturated colours, far from the muted background/clothing palette and from skin tones.
@@ -74,7 +75,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (255, 128, 0),  # orange
 )
 EMOTIC_PLANTED: tuple[str, ...] = ("Anger", "Engagement", "Fear", "Happiness", "Sadness")
-REGIONS: tuple[str, ...] = ("face", "body", "scene")
+REGIONS: tuple[str, ...] = BRANCHES  # a cue sits in the region one branch sees
 TWO_PEOPLE_FRACTION = 0.15
 SKIN: tuple[tuple[int, int, int], ...] = ((228, 190, 160), (205, 155, 115), (165, 115, 85), (115, 80, 60))
 GENDERS = ("Male", "Female")

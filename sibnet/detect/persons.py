@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from sibnet.boxes import Box, clip_box, is_empty
+from sibnet.errors import DetectorUnavailable
 from sibnet.io import require_rgb
 
 DEFAULT_WEIGHTS = "yolo11n.pt"  # the smallest YOLO11 detector: 2.6 M parameters, COCO box mAP 39.5
@@ -59,10 +60,6 @@ PERSON_NMS_IOU = 0.7
 PERSON_IMGSZ = 640  # the input size the YOLO11 COCO weights were trained at
 COCO_PERSON = 0
 WEIGHTS_URL = "https://github.com/ultralytics/assets/releases"
-
-
-class DetectorUnavailable(RuntimeError):
-    """A detector cannot be built (weights missing, not downloadable, unreadable, or the package missing)."""
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,11 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from sibnet.errors import PretrainedWeightsUnavailable
+
 STAGE_CHANNELS: tuple[int, int, int, int] = (64, 128, 256, 512)
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 _PROBE_TIMEOUT_S = 10.0
-
-
-class PretrainedWeightsUnavailable(RuntimeError):
-    """ImageNet weights were asked for but are neither cached nor downloadable."""
 
 
 class ResNetTrunk(nn.Module):

@@ -14,11 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from sibnet.config import ModelConfig
+from sibnet.config import BRANCHES, ModelConfig
 from sibnet.models.backbone import STAGE_CHANNELS, ResNetTrunk, imagenet_state_dict
 from sibnet.models.heads import ContextHead, ModelOutput
 from sibnet.models.icm import create_icm
 from sibnet.models.scm import SequentialContextModule
+from sibnet.models.serialization import save_pretrained
 
 
 class ContextEmotionNet(nn.Module):
@@ -70,7 +71,7 @@ class ContextEmotionNet(nn.Module):
         if len(inputs) != 3:
             raise ValueError(f"{cfg.name} expects {expected}; got {len(inputs)} input(s)")
         shapes = []
-        for name, x in zip(("face", "body", "scene"), inputs):
+        for name, x in zip(BRANCHES, inputs):
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"{cfg.name} expects {expected}; the {name} input is a {type(x).__name__}")
             shapes.append(tuple(x.shape))
@@ -80,7 +81,7 @@ class ContextEmotionNet(nn.Module):
                 )
         if len({s[0] for s in shapes}) != 1:
             raise ValueError(f"{cfg.name} expects {expected} with one batch size; got shapes {shapes}")
-        by_name = dict(zip(("face", "body", "scene"), inputs))
+        by_name = dict(zip(BRANCHES, inputs))
         return [by_name[b] for b in cfg.branches]
 
     def forward_features(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -102,7 +103,5 @@ class ContextEmotionNet(nn.Module):
         return self.forward_head(self.forward_features(*inputs))
 
     def save_pretrained(self, directory: str | Path, training: dict[str, Any] | None = None) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` (see :func:`sibnet.checkpoints.save_pretrained`)."""
-        from sibnet.checkpoints import save_pretrained
-
+        """Write ``model.safetensors`` and ``config.json`` (see :func:`sibnet.models.serialization.save_pretrained`)."""
         return save_pretrained(self, directory, training=training)

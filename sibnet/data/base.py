@@ -1,0 +1,107 @@
+"""The dataset base of EMOTIC and CAER-S: records with boxes → the model's input recipe → training items.
+
+Every item goes through the model's :class:`~sibnet.data.masking.InputTransform` (the dataset is opened with
+``transform=model.config.transform``), so the pixels a checkpoint trains and evaluates on are the pixels the
+demo serves it. Images are decoded by :func:`read_rgb`, in raw pixel order (no EXIF rotation, like MATLAB's
+``imread`` that produced the datasets' boxes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from sibnet.data.masking import InputTransform, Triple
+from sibnet.errors import DatasetError
+from sibnet.io import open_pil
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed mixed from (seed, epoch, index) by numpy's SeedSequence (well spread, no collisions of
+    the kind ``seed + epoch * n + index`` has)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The torch.Generator of one item's training crops; the same (seed, epoch, index) gives the same crops in
+    any process, so DataLoader workers and DDP ranks agree and runs are reproducible."""
+    return torch.Generator().manual_seed(item_seed(seed, epoch, index))
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB.
+
+    Raises:
+        FileNotFoundError: the file does not exist (the message names it).
+        DatasetError: the file exists but cannot be decoded (the message names it).
+    """
+    try:
+        with open_pil(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file {path} does not exist") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DatasetError(f"cannot read image {path}: {err}") from err
+
+
+class TripleDataset(Dataset):
+    """Base of the EMOTIC and CAER-S datasets: records with boxes → :func:`make_triple` items.
+
+    Subclasses fill ``self.records`` with objects having ``path``, ``face_box``, ``body_box`` and ``target``
+    (a float32 numpy vector), and set ``labels`` and ``multi_label``.
+
+    Items are dicts ``{"face", "body", "scene": (3, size, size) float32 (the transform's size), "target": (K,) float32,
+    "index": int}`` (subclasses may add keys).
+
+    Reproducible crops: in training mode item ``i`` is cropped with :func:`item_generator` seeded from
+    ``(seed, epoch, i)``. Call :meth:`set_epoch` before each epoch (like ``DistributedSampler.set_epoch``), so
+    crops differ across epochs yet are the same in every worker and on every rank. With
+    ``persistent_workers=True`` the workers keep the dataset copy of the first epoch; use non-persistent
+    workers (the default) or the epoch will not advance there.
+    """
+
+    labels: tuple[str, ...] = ()
+    multi_label: bool = False
+
+    def __init__(self, *, transform: InputTransform | None, train: bool, seed: int) -> None:
+        self.transform = transform if transform is not None else InputTransform()
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.records: list[Any] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random crops :meth:`__getitem__` draws (training mode only)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def triple(self, index: int) -> Triple:
+        """The :class:`Triple` of record ``index`` (image read from disk), as :meth:`__getitem__` builds it."""
+        rec = self.records[index]
+        generator = item_generator(self.seed, self.epoch, index) if self.train else None
+        return self.transform(
+            read_rgb(rec.path), rec.face_box, rec.body_box, train=self.train, generator=generator
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"index {index} out of range for {len(self.records)} records")
+        t = self.triple(index)
+        return {
+            "face": t.face,
+            "body": t.body,
+            "scene": t.scene,
+            "target": torch.tensor(self.records[index].target, dtype=torch.float32),
+            "index": index,
+        }
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
