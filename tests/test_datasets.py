@@ -14,7 +14,8 @@ import torch
 from scipy.io import savemat
 
 from sibnet.data.caer import CaerDataset, list_caer_images
-from sibnet.data.emotic import EmoticDataset, read_emotic_mat
+from sibnet.data.emotic import EmoticDataset
+from sibnet.data.emotic_annotations import read_emotic_mat
 from sibnet.data.masking import FACE_ESTIMATED, InputTransform
 from sibnet.data.synthetic import EMOTIC_PLANTED, make_synthetic_caer, make_synthetic_emotic
 from sibnet.errors import DatasetError
