@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +21,12 @@ from sibnet.cam import (
     model_features,
     naive_branch_cams,
     paste,
+    pointing_hit,
     project_map,
     resolve_target,
 )
+from sibnet.data.caer import CaerDataset
+from sibnet.data.masking import BRANCHES
 
 SIZE = 64
 
@@ -195,3 +200,54 @@ def test_project_paste_and_composite_put_maps_on_their_boxes():
         ProjectedMap(np.ones((10, 10), np.float32), (-5.0, -5.0, 5.0, 5.0)), np.zeros((20, 20), np.float32)
     )
     assert edge[:5, :5].min() == 1 and edge[5:].max() == 0
+
+
+# --- faithfulness: the pointing game on planted-cue data (paper §4.3, Figure 5) ---
+#
+# SIB-Net is trained once per run on CAER-S-format synthetic frames whose class is a coloured square planted in
+# one known region (conftest.py: planted_caer); a faithful branch map for the true class must peak inside that
+# square, in the branch that holds it, and a random-init model must do clearly worse (so the check can fail).
+# Each frame carries exactly one cue, so the model has to use every one it is shown: with a redundant second
+# cue a faithful map *should* ignore the copy the model does not need. The cues sit in the face or the body: a
+# scene cue covers a far smaller share of its branch's input, and the scene branch needs several times the
+# training a test can afford on two cores (measured: a scene-only ResNet-18, 64 px, 8 epochs on 150 scene-cue
+# frames reached 0.73 accuracy and a 0.38 pointing rate; see ``sibnet.data.scenes.SCENE_CUE_NOTE``). The
+# scene branch still trains, on the scene around every person, and ``make bench-cam`` reports all three.
+
+
+def _pointing(model: torch.nn.Module, data: CaerDataset, cues: dict) -> dict[str, list[bool]]:
+    hits: dict[str, list[bool]] = {"face": [], "body": []}
+    for i in range(len(data)):
+        triple, record = data.triple(i), data.records[i]
+        cams = branch_cams(model, triple.as_batch(), [record.label], "gradcam")
+        for cue in cues[record.key]["cues"]:
+            b = BRANCHES.index(cue["region"])
+            hits[cue["region"]].append(pointing_hit(cams.maps[0, b], triple.regions[b], cue["box"]))
+    return hits
+
+
+@pytest.mark.slow
+def test_trained_branch_maps_point_at_the_cue(planted_caer):
+    model = sibnet.load_model(planted_caer.checkpoint)
+    test = CaerDataset(planted_caer.root, "test", transform=model.config.transform)
+
+    trained = _pointing(model, test, planted_caer.cues)
+    torch.manual_seed(0)
+    fresh = sibnet.build_model(model.config).eval()
+    random = _pointing(fresh, test, planted_caer.cues)
+
+    rate = float(np.mean(trained["face"] + trained["body"]))
+    floor = float(np.mean(random["face"] + random["body"]))
+    per_branch = {k: round(float(np.mean(v)), 3) for k, v in trained.items()}
+    report = {
+        "trained": rate,
+        "random_init": floor,
+        "per_branch": per_branch,
+        "val_accuracy": planted_caer.summary["val"]["mean"],
+    }
+    artifacts = Path(__file__).resolve().parent.parent / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "pointing_game.json").write_text(json.dumps(report, indent=2) + "\n")
+    assert rate >= 0.9, f"pointing game {rate:.3f} (per branch {per_branch}; random init {floor:.3f})"
+    assert all(v >= 0.85 for v in per_branch.values()), per_branch
+    assert floor <= rate - 0.3, f"random init {floor:.3f} is not clearly below trained {rate:.3f}"

@@ -12,26 +12,12 @@ import torch
 
 import sibnet
 from sibnet import evaluate
-from sibnet.data.synthetic import EMOTIC_PLANTED, make_synthetic_caer, make_synthetic_emotic
+from sibnet.data.synthetic import EMOTIC_PLANTED
 from sibnet.errors import LabelMismatchError
 from sibnet.labels import CAER_CLASSES, EMOTIC_CATEGORIES
 from sibnet.metrics import classification_accuracy, mean_average_precision
 
 SIZE = 32  # the smallest input ModelConfig accepts: these tests check plumbing, not learning
-
-
-@pytest.fixture(scope="module")
-def emotic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("emotic")
-    make_synthetic_emotic(root, n_train=4, n_val=4, n_test=12, size=96, seed=1, write_csv=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def caer_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("caer")
-    make_synthetic_caer(root, n_train=7, n_val=7, n_test=14, size=96, seed=1)
-    return root
 
 
 def _checkpoint(tmp_path: Path, labels: tuple[str, ...], multi_label: bool, name: str = "face") -> Path:

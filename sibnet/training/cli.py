@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--input-size", type=int, default=None, help="crop side (default 224)")
     g.add_argument("--resize", type=int, default=None, help="resize side before cropping (default 230)")
     g.add_argument("--layer4-stride", type=int, choices=(1, 2), default=None, help="default: the model's (2)")
+    g.add_argument(
+        "--icm-expansion", type=int, default=None, help="ICM inner width dC = d x C (default: the model's, 2)"
+    )
 
     g = p.add_argument_group("loss overrides (default: the variant's Table-2 row)")
     g.add_argument("--fused-loss", choices=("bce", "ce"), default=None)
@@ -135,6 +138,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         ("input_size", args.input_size),
         ("resize", args.resize),
         ("layer4_stride", args.layer4_stride),
+        ("icm_expansion", args.icm_expansion),
     ):
         if value is not None:
             overrides[key] = value

@@ -1,4 +1,4 @@
-"""Masked branch inputs (paper Eq. 3, §4.2): sibnet.data.masking.make_triple."""
+"""The input recipe (paper Eq. 3, §4.2): sibnet.data.masking.make_triple and InputTransform."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 from sibnet.boxes import estimate_face_from_body
-from sibnet.data.base import item_generator, read_rgb
 from sibnet.data.masking import (
     BODY_WHOLE_IMAGE,
     FACE_ESTIMATED,
@@ -16,7 +15,6 @@ from sibnet.data.masking import (
     make_triple,
     pixel_bounds,
 )
-from sibnet.errors import DatasetError
 
 
 def _norm(pixels: np.ndarray) -> torch.Tensor:
@@ -119,13 +117,6 @@ def test_random_crops_reproducible_per_seed_and_independent_per_branch():
             )
         )
     assert any(len(set(offsets)) > 1 for offsets in rel)
-
-
-def test_item_generator_depends_on_seed_epoch_index():
-    draw = lambda *k: torch.randint(0, 1 << 30, (4,), generator=item_generator(*k)).tolist()  # noqa: E731
-    assert draw(0, 0, 5) == draw(0, 0, 5)
-    assert len({tuple(draw(0, e, 5)) for e in range(4)}) == 4
-    assert draw(0, 0, 5) != draw(0, 0, 6) and draw(0, 0, 5) != draw(1, 0, 5)
 
 
 def test_swapped_corners_are_normalised():
@@ -238,21 +229,3 @@ def test_batch_triples_stacks():
     assert torch.equal(body[1], triples[1].body)
     with pytest.raises(ValueError):
         batch_triples([])
-
-
-def test_unreadable_file_is_a_dataset_error_even_after_ultralytics_patched_pil(tmp_path):
-    # Importing ultralytics (the person detector does) wraps PIL.Image.open process-wide; an unidentified
-    # file then raises ImportError (pi-heif missing) from inside Pillow. Dataset reads must still name it.
-    from sibnet.detect.persons import configure_ultralytics_env
-
-    configure_ultralytics_env()
-    import ultralytics.utils.patches  # noqa: F401 - imported for its side effect on PIL
-
-    assert Image.open.__module__ == "ultralytics.utils.patches"
-    bad = tmp_path / "0004.png"
-    bad.write_bytes(b"this is not a png")
-    with pytest.raises(DatasetError, match=r"cannot read image .*0004\.png"):
-        read_rgb(bad)
-    good = tmp_path / "good.png"
-    Image.new("RGB", (8, 6), (10, 20, 30)).save(good)
-    assert read_rgb(good).shape == (6, 8, 3)

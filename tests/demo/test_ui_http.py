@@ -22,8 +22,8 @@ TOP = ui.TOP_TARGET
 
 
 @pytest.fixture(scope="module")
-def served():
-    with running_app() as (url, analyzer):
+def served(analyzer):
+    with running_app(analyzer) as (url, analyzer):
         yield Client(url, verbose=False), analyzer
 
 

@@ -6,14 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demo.pipeline import Analyzer
 from demo.render import FIGURE_WIDTH_PX, branch_strip, figure5, overlay, people_overlay, save_png
 from tests import _images
 
 
 @pytest.fixture(scope="module")
-def zidane():
-    analyzer = Analyzer(person_detector=False)
+def zidane(analyzer):
     return analyzer, analyzer.analyze(_images.photo_path("zidane"))
 
 

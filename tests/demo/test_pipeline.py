@@ -21,12 +21,6 @@ from sibnet.io import ImageError
 from tests import _images
 
 
-@pytest.fixture(scope="module")
-def analyzer() -> Analyzer:
-    # The default construction path: YOLO's weights can't be fetched offline, so bodies are estimated.
-    return Analyzer()
-
-
 @pytest.mark.parametrize("name", _images.PHOTOS)
 def test_real_photos_end_to_end(analyzer, name):
     result = analyzer.analyze(_images.photo_path(name))
@@ -248,3 +242,44 @@ def test_device_choice(monkeypatch):
         assert resolve_device(None) == torch.device("cpu")
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+class _Given:
+    """A detector that 'finds' the boxes it was given (the dataset's own), whatever the image."""
+
+    def __init__(self, detections):
+        self.detections = detections
+
+    def detect(self, rgb):
+        return list(self.detections)
+
+
+def test_a_non_default_input_recipe_is_the_same_in_the_dataset_and_the_pipeline(tmp_path, caer_root):
+    from sibnet.data.caer import CaerDataset
+    from sibnet.data.masking import InputTransform, batch_triples
+    from sibnet.detect import FaceDetection, PersonDetection
+
+    recipe = dict(input_size=48, resize=56, mean=(0.40, 0.45, 0.50), std=(0.20, 0.25, 0.30))
+    for key in ("sibnet", "concat", "attention"):
+        model = sibnet.create_model(key, labels=sibnet.CAER_CLASSES, multi_label=False, **recipe)
+        model.save_pretrained(tmp_path / key)
+    loaded = sibnet.load_model(tmp_path / "sibnet")
+    transform = loaded.config.transform  # declared by the checkpoint's config.json
+    assert transform == InputTransform(48, 56, (0.40, 0.45, 0.50), (0.20, 0.25, 0.30)) != InputTransform()
+    dataset = CaerDataset(caer_root, "test", transform=transform)
+    record = dataset.records[0]
+    triple = dataset.triple(0)
+    analyzer = Analyzer(
+        tmp_path,
+        face_detector=_Given([FaceDetection(record.face_box, 0.99, np.zeros((5, 2), np.float32))]),
+        person_detector=_Given([PersonDetection(record.body_box, 0.9)]),
+    )
+    analysis = analyzer.analyze(record.path)
+    assert len(analysis.people) == 1 and analysis.scale == 1.0
+    served = analyzer.model_inputs(analysis)
+    for key in ("sibnet", "concat", "attention"):
+        for got, want in zip(served[key], batch_triples([triple])):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # ... and the default recipe would have served other pixels.
+    default = InputTransform(48, 56)(analysis.image, record.face_box, record.body_box)
+    assert not torch.allclose(default.face, triple.face)

@@ -29,7 +29,7 @@ ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,8 @@ def _wait_for_new_figure(page, old: str, timeout_s: float = 60) -> str:
 @pytest.mark.parametrize(
     "viewport", [{"width": 1400, "height": 1000}, {"width": 390, "height": 844}], ids=["desktop", "phone"]
 )
-def test_analyse_switch_person_and_target(browser, viewport):
-    with running_app() as (url, _):
+def test_analyse_switch_person_and_target(browser, analyzer, viewport):
+    with running_app(analyzer) as (url, _):
         page = browser.new_page(viewport=viewport)
         errors: list[str] = []
         page.on("pageerror", lambda err: errors.append(str(err)))
@@ -112,9 +112,9 @@ def test_analyse_switch_person_and_target(browser, viewport):
         page.close()
 
 
-def test_example_click_runs_the_analysis(browser):
+def test_example_click_runs_the_analysis(browser, analyzer):
     """Clicking an example photo loads it and runs the analysis (the screenshot in docs/ comes from here)."""
-    with running_app() as (url, _):
+    with running_app(analyzer) as (url, _):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda err: errors.append(str(err)))

@@ -22,7 +22,6 @@ from sibnet.data.boxes import build_box_cache, central_boxes, main
 from sibnet.data.caer import CaerDataset
 from sibnet.data.emotic import EmoticDataset
 from sibnet.data.masking import InputTransform
-from sibnet.data.synthetic import make_synthetic_caer, make_synthetic_emotic
 from sibnet.errors import DatasetError
 
 
@@ -72,17 +71,19 @@ def _lines(path: Path) -> list[dict]:
 
 
 @pytest.fixture()
-def emotic_root(tmp_path: Path) -> Path:
-    root = tmp_path / "emotic"
-    make_synthetic_emotic(root, n_train=8, n_val=3, n_test=3, size=128, seed=3)
+def emotic_root(tmp_path: Path, synthetic) -> Path:
+    root = shutil.copytree(
+        synthetic("emotic", n_train=8, n_val=3, n_test=3, size=128, seed=3), tmp_path / "emotic"
+    )
     (root / "sibnet_boxes_emotic.jsonl").unlink()  # the generator's true boxes: build our own
     return root
 
 
 @pytest.fixture()
-def caer_root(tmp_path: Path) -> Path:
-    root = tmp_path / "caer"
-    make_synthetic_caer(root, n_train=14, n_val=7, n_test=7, size=128, seed=3)
+def caer_root(tmp_path: Path, synthetic) -> Path:
+    root = shutil.copytree(
+        synthetic("caer", n_train=14, n_val=7, n_test=7, size=128, seed=3), tmp_path / "caer"
+    )
     (root / "sibnet_boxes_caer.jsonl").unlink()
     return root
 

@@ -1,0 +1,71 @@
+"""Interactive Context Module (paper §3.3): sibnet.models.icm."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sibnet.models.icm import ICM_VARIANTS, CorrelatedFusion, create_icm, icm_parameter_count
+
+
+def test_icm_affinity_is_softmax_over_last_dim():
+    torch.manual_seed(3)
+    block = CorrelatedFusion(in_channels=12, inner_channels=8, out_channels=4)
+    x = torch.randn(2, 12, 5, 5)
+    w = block.affinity(x)
+    assert w.shape == (2, 8, 8)  # dC × dC channel affinity
+    torch.testing.assert_close(w.sum(dim=-1), torch.ones(2, 8))
+    assert not torch.allclose(w.sum(dim=-2), torch.ones(2, 8), atol=1e-3)  # not normalised the other way
+    q = block.query(x).flatten(2)
+    k = block.key(x).flatten(2)
+    torch.testing.assert_close(w, torch.softmax(q @ k.transpose(1, 2) / math.sqrt(8), dim=-1))
+
+
+def test_icm_forward_is_bn_of_out_of_affinity_times_value():
+    # forward fuses W V (scaled_dot_product_attention); it must be the same function as the explicit product.
+    torch.manual_seed(5)
+    block = CorrelatedFusion(in_channels=12, inner_channels=8, out_channels=4)
+    nn.init.normal_(block.bn.weight)  # the zero-init scale would make every output equal
+    block.eval()
+    x = torch.randn(3, 12, 5, 6)
+    v = block.value(x).flatten(2)
+    expected = block.bn(block.out((block.affinity(x) @ v).view(3, 8, 5, 6)))
+    torch.testing.assert_close(block(x), expected)
+
+
+@pytest.mark.parametrize("variant", sorted(ICM_VARIANTS))
+@pytest.mark.parametrize("channels", (128, 512))
+def test_icm_parameter_count_matches_formula(variant: str, channels: int):
+    icm = create_icm(variant, channels, 3, 2)
+    assert sum(p.numel() for p in icm.parameters()) == icm_parameter_count(variant, channels, 3, 2)
+
+
+def test_gclf_has_one_block_per_branch_seeing_own_map_first():
+    torch.manual_seed(4)
+    icm = create_icm("gclf", 4, 3, 2)
+    assert len(icm.blocks) == 3
+    for block in icm.blocks:
+        nn.init.ones_(block.bn.weight)  # leave identity start to see the interaction
+    maps = [torch.randn(1, 4, 3, 3) for _ in range(3)]
+    icm.eval()
+    out = icm(maps)
+    for b in range(3):
+        x = torch.cat([maps[b], *(m for j, m in enumerate(maps) if j != b)], dim=1)
+        expected = maps[b] + icm.blocks[b](x)
+        torch.testing.assert_close(out[b], expected)
+
+
+def test_icm_starts_as_identity():
+    maps = [torch.randn(2, 8, 4, 4) for _ in range(3)]
+    for variant in ICM_VARIANTS:
+        out = create_icm(variant, 8).eval()(maps)
+        for m, o in zip(maps, out):
+            torch.testing.assert_close(o, m)
+
+
+def test_unknown_icm_variant_lists_valid():
+    with pytest.raises(ValueError, match=r"valid variants: \['clf', 'gclf', 'lf'\]"):
+        create_icm("nonlocal", 8)
