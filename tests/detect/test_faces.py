@@ -36,11 +36,6 @@ def test_importing_the_package_builds_and_imports_nothing_heavy():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def face_detector() -> FaceDetector:
-    return FaceDetector()
-
-
 @pytest.mark.parametrize(
     ("name", "expected_box"),
     [("grace_hopper", (174, 120, 356, 340)), ("astronaut", (181, 62, 268, 172))],

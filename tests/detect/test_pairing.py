@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
@@ -12,7 +10,6 @@ from sibnet.detect import (
     FACE_MIN_PROB,
     MIN_FACE_IN_BODY,
     FaceDetection,
-    FaceDetector,
     Person,
     PersonDetection,
     PersonDetector,
@@ -20,34 +17,13 @@ from sibnet.detect import (
     pair_people,
 )
 from tests import _images
+from tests.detect._stubs import StubYOLO
 
 
 def assert_float_box_inside(box, width: int, height: int) -> None:
     assert len(box) == 4 and all(type(v) is float for v in box)
     x1, y1, x2, y2 = box
     assert 0.0 <= x1 < x2 <= width and 0.0 <= y1 < y2 <= height
-
-
-@pytest.fixture(scope="module")
-def face_detector() -> FaceDetector:
-    return FaceDetector()
-
-
-class StubYOLO:
-    """Stands in for ``ultralytics.YOLO``: returns fixed boxes and records how it was called."""
-
-    task = "detect"
-
-    def __init__(self, xyxy, conf, cls, names=None):
-        self.names = names if names is not None else {0: "person", 1: "bicycle", 2: "car"}
-        self._boxes = SimpleNamespace(
-            xyxy=np.asarray(xyxy, np.float32), conf=np.asarray(conf, np.float32), cls=np.asarray(cls)
-        )
-        self.calls: list = []
-
-    def predict(self, source, **kwargs):
-        self.calls.append((source, kwargs))
-        return [SimpleNamespace(boxes=self._boxes)]
 
 
 def face(box, prob=0.99) -> FaceDetection:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from sibnet.detect import (
     persons,
 )
 from tests import _images
+from tests.detect._stubs import StubYOLO
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -154,23 +154,6 @@ def test_unknown_bare_name_is_refused_without_network(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DetectorUnavailable, match=r"no such file 'my-people\.pt'"):
         PersonDetector(weights="my-people.pt")
-
-
-class StubYOLO:
-    """Stands in for ``ultralytics.YOLO``: returns fixed boxes and records how it was called."""
-
-    task = "detect"
-
-    def __init__(self, xyxy, conf, cls, names=None):
-        self.names = names if names is not None else {0: "person", 1: "bicycle", 2: "car"}
-        self._boxes = SimpleNamespace(
-            xyxy=np.asarray(xyxy, np.float32), conf=np.asarray(conf, np.float32), cls=np.asarray(cls)
-        )
-        self.calls: list = []
-
-    def predict(self, source, **kwargs):
-        self.calls.append((source, kwargs))
-        return [SimpleNamespace(boxes=self._boxes)]
 
 
 def test_wrapper_filters_class_and_confidence_and_clips():
