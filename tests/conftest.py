@@ -188,8 +188,16 @@ def planted_caer(tmp_path_factory: pytest.TempPathFactory) -> PlantedRun:
     from sibnet import train
     from sibnet.data.synthetic import make_synthetic_caer
 
-    base = tmp_path_factory.mktemp("planted_caer")
+    # Development only: SIBNET_TEST_PLANTED_DIR names a folder where the run is kept between sessions (trained
+    # on first use), for iterating on the tests that read the trained model. CI never sets it.
+    keep = os.environ.get("SIBNET_TEST_PLANTED_DIR")
+    base = Path(keep) if keep else tmp_path_factory.mktemp("planted_caer")
     root, out = base / "caer", base / "runs"
+    if keep and (base / "done").is_file():
+        summary = json.loads(next(out.iterdir()).joinpath("summary.json").read_text())
+        cues = {item["key"]: item for item in json.loads((root / "cues.json").read_text())["items"]}
+        argv = json.loads((base / "done").read_text())
+        return PlantedRun(root, argv, summary, Path(summary["seeds"][0]["best"]), cues)
     make_synthetic_caer(root, **PLANTED_DATA)
     n_val = PLANTED_DATA["n_val"]
     argv = [
@@ -203,4 +211,6 @@ def planted_caer(tmp_path_factory: pytest.TempPathFactory) -> PlantedRun:
     assert train.main(argv) == 0
     summary = json.loads(next(out.iterdir()).joinpath("summary.json").read_text())
     cues = {item["key"]: item for item in json.loads((root / "cues.json").read_text())["items"]}
+    if keep:
+        (base / "done").write_text(json.dumps(argv))
     return PlantedRun(root, argv, summary, Path(summary["seeds"][0]["best"]), cues)
