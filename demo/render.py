@@ -1,48 +1,62 @@
-"""Drawing an :class:`demo.pipeline.Analysis`: the paper's Figure 5 grid, the branch inputs, the people.
+"""Drawing an :class:`demo.results.Analysis`: the paper's Figure 5 grid, the branch inputs, the people.
 
 - :func:`figure5` — rows concatenation, attention, SIB-Net; columns face, body, scene (each map over the masked
   image that branch saw) and the photo with all three maps composited; the target emotion and each model's
-  score in the titles, one colour bar. Overlays are pytorch-grad-cam's ``show_cam_on_image`` (JET colormap,
-  so the colour bar uses matplotlib's ``jet``).
+  score beside each row, one colour bar. Two layouts: ``"wide"`` (one row of four panels per model, for a
+  desktop screen and the download) and ``"narrow"`` (a 2 × 2 block per model, 600 px wide, whose text stays
+  at least 10 px tall when a phone shows the image at its ~370 px width). Overlays are pytorch-grad-cam's
+  ``show_cam_on_image`` (OpenCV's JET colormap, which the colour bar reproduces).
 - :func:`branch_strip` — the three masked branch inputs of one person, side by side.
-- :func:`people_overlay` — the photo with every person's face and body boxes, numbered; estimated boxes are
-  dashed.
+- :func:`people_overlay` — the photo with every person's face and body boxes, numbered from 1; estimated boxes
+  are dashed (:data:`LEGEND` says so in words).
 
-All return RGB uint8 arrays; :func:`save_png` writes one losslessly. Matplotlib runs on its Agg canvas, with
-no pyplot state, so rendering is thread-safe and needs no display.
+Everything is composed as pixels with Pillow (text in matplotlib's bundled DejaVu Sans): no figure layout per
+request. Measured on 2 cores for the 3-model grid of one person: ≈ 20 ms, where laying out the same grid in
+matplotlib took 105-145 ms. All functions return RGB uint8 arrays; :func:`save_png` writes one losslessly.
+Rendering holds no global state, so it is thread-safe and needs no display.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 
+import cv2
+import matplotlib
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from demo.results import MODELS, Analysis
-from sibnet.cam import METHOD_TITLES
+from demo.results import MODELS, Analysis, PersonMaps
+from sibnet.boxes import scale_box
+from sibnet.cam import CLASS_AGNOSTIC, METHOD_TITLES, composite_map, project_map
 from sibnet.data.masking import BRANCHES
 
 BRANCH_TITLES = {"face": "face", "body": "body (face masked)", "scene": "scene (body masked)"}
 COMPOSITE_TITLE = "photo (all branches)"
-FIGURE_WIDTH_PX = 1200
+FIGURE_WIDTH_PX = 1200  # the wide layout
+NARROW_WIDTH_PX = 600  # the narrow layout: shown ~370 px wide on a phone, so 16-px text stays >= 10 px there
 PANEL_PX = 224  # branch-input resolution; the photo for the composite column is prepared at twice that
 FACE_COLOUR = (255, 208, 0)
 BODY_COLOUR = (0, 160, 255)
-WARNING_COLOUR = "#b00020"
+WARNING_COLOUR = (176, 0, 32)
+TEXT_COLOUR = (20, 20, 20)
+MUTED_COLOUR = (90, 90, 90)
+LEGEND = (
+    "Yellow box: face · blue box: body · dashed: estimated (not detected) · "
+    "click a person's box to show their maps"
+)
+
+
+@cache
+def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np.ndarray:
     """A map over an RGB uint8 image (resized to the image), as pytorch-grad-cam draws it."""
-    import cv2
-
     if cam.shape != image.shape[:2]:
         cam = cv2.resize(
             cam.astype(np.float32), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR
@@ -52,15 +66,14 @@ def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np
     )
 
 
-def _shrink(image: np.ndarray, side: int) -> np.ndarray:
-    """Downsize so the longest side is at most ``side`` (aspect kept)."""
+def _shrink(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """Downsize so the longest side is at most ``side`` (aspect kept); returns the image and the factor."""
     h, w = image.shape[:2]
     if max(h, w) <= side:
-        return image
+        return image, 1.0
     s = side / max(h, w)
-    return np.asarray(
-        Image.fromarray(image).resize((max(round(w * s), 1), max(round(h * s), 1)), Image.Resampling.BILINEAR)
-    )
+    size = (max(round(w * s), 1), max(round(h * s), 1))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), s
 
 
 def _fit(image: np.ndarray, side: int) -> np.ndarray:
@@ -68,11 +81,20 @@ def _fit(image: np.ndarray, side: int) -> np.ndarray:
     h, w = image.shape[:2]
     s = side / max(h, w)
     nw, nh = max(round(w * s), 1), max(round(h * s), 1)
-    resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR))
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     tile = np.full((side, side, 3), 255, np.uint8)
     y, x = (side - nh) // 2, (side - nw) // 2
     tile[y : y + nh, x : x + nw] = resized
     return tile
+
+
+def _tile(image: np.ndarray, side: int) -> np.ndarray:
+    """Exactly side×side: resized when square (branch inputs), letterboxed otherwise (the photo)."""
+    if image.shape[0] == image.shape[1]:
+        if image.shape[0] == side:
+            return image
+        return cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
+    return _fit(image, side)
 
 
 def _resolve_person(analysis: Analysis, person: int | None) -> int:
@@ -90,108 +112,197 @@ def _resolve_person(analysis: Analysis, person: int | None) -> int:
     return person
 
 
-def _tile(image: np.ndarray, side: int) -> np.ndarray:
-    """Exactly side×side: resized when square (branch inputs), letterboxed otherwise (the photo)."""
-    if image.shape[0] == image.shape[1]:
-        if image.shape[0] == side:
-            return image
-        return np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.BILINEAR))
-    return _fit(image, side)
+def _composite(pmaps: PersonMaps, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """The composite map drawn at a (downscaled) copy of the analysed image: regions scaled, then pasted."""
+    projected = {b: project_map(m, scale_box(pmaps.regions[b], scale)) for b, m in pmaps.maps.items()}
+    return composite_map(projected, shape[0], shape[1])
 
 
-def figure5(analysis: Analysis, person: int | None = None, width_px: int = FIGURE_WIDTH_PX) -> np.ndarray:
-    """The Figure-5 grid for one person, as an RGB uint8 array ``width_px`` wide.
+def _panels(analysis: Analysis, person: int, key: str, photo: np.ndarray, s: float, side: int) -> list:
+    """The four tiles of one model's row: face, body, scene (None where the model has no such branch), photo."""
+    pmaps = analysis.maps[key][person]
+    masked = dict(zip(BRANCHES, analysis.masked_inputs[person]))
+    tiles: list[np.ndarray | None] = [
+        _tile(overlay(masked[b], pmaps.maps[b]), side) if b in pmaps.maps else None for b in BRANCHES
+    ]
+    tiles.append(_tile(overlay(photo, _composite(pmaps, photo.shape[:2], s)), side))
+    return tiles
 
-    The panels are composed as one pixel canvas and copied into matplotlib's rendering of the text and the
-    colour bar (no axes per panel, no resampling): one axes instead of thirteen keeps a figure fast.
+
+def _jet_bar(height: int, width: int) -> np.ndarray:
+    """A vertical colour bar of OpenCV's JET (1 at the top), the colormap of the overlays."""
+    ramp = np.linspace(255, 0, height).astype(np.uint8)[:, None].repeat(width, axis=1)
+    return cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def method_title(method: str, target: str) -> str:
+    """What the maps show, saying so when a method ignores the target class."""
+    title = METHOD_TITLES.get(method, method)
+    if method in CLASS_AGNOSTIC:
+        return f"{title} (the same for every target)"
+    return f"{title} for target “{target}”"
+
+
+def figure5(
+    analysis: Analysis, person: int | None = None, layout: str = "wide", width_px: int | None = None
+) -> np.ndarray:
+    """The Figure-5 grid for one person, as an RGB uint8 array.
+
+    Args:
+        analysis: the result to draw.
+        person: the person's id (0-based; the figure numbers people from 1).
+        layout: ``"wide"`` (1200 px, one row per model) or ``"narrow"`` (600 px, a 2 × 2 block per model).
+        width_px: the wide layout's width (default :data:`FIGURE_WIDTH_PX`).
 
     Raises:
-        ValueError: no people, person out of range, or maps not computed for that person.
+        ValueError: no people, person out of range, maps not computed for that person, or an unknown layout.
     """
     person = _resolve_person(analysis, person)
-    keys = [k for k in MODELS if k in analysis.maps]
-    masked = dict(zip(BRANCHES, analysis.masked_inputs[person]))
-    image = analysis.image
-    photo = _shrink(image, 2 * PANEL_PX)  # once; each composite is overlaid at this size, then letterboxed
-    target = analysis.target_name(person)
+    if layout == "wide":
+        return _wide(analysis, person, width_px or FIGURE_WIDTH_PX)
+    if layout == "narrow":
+        return _narrow(analysis, person)
+    raise ValueError(f"unknown layout {layout!r}; valid layouts: wide, narrow")
 
-    # Pixel layout: row-label column | 4 panels | colour bar; a header band above, a title line per row.
+
+def _who(analysis: Analysis, person: int) -> str:
+    n = len(analysis.people)
+    return f"person {person + 1}" + (f" of {n}" if n > 1 else "")
+
+
+def _score_name(analysis: Analysis) -> str:
+    return "p" if analysis.multi_label else "softmax"
+
+
+def _header(draw: ImageDraw.ImageDraw, analysis: Analysis, person: int, centre: float, size: int) -> None:
+    target = analysis.target_name(person)
+    title = f"{method_title(analysis.method, target)} — {_who(analysis, person)}"
+    draw.text((centre, 22), title, fill=TEXT_COLOUR, font=_font(size, bold=True), anchor="mm")
+    if not analysis.trained:
+        warning = "UNTRAINED WEIGHTS — predictions and maps are meaningless"
+        draw.text((centre, 50), warning, fill=WARNING_COLOUR, font=_font(size - 6, bold=True), anchor="mm")
+
+
+def _wide(analysis: Analysis, person: int, width_px: int) -> np.ndarray:
+    keys = [k for k in MODELS if k in analysis.maps]
+    photo, s = _shrink(analysis.image, 2 * PANEL_PX)  # once; every composite is overlaid at this size
     label_w, bar_w, gap = 135, 105, 10
     panel = (width_px - label_w - bar_w - 5 * gap) // 4
     header, row_title = 70, 26
-    rows = len(keys)
     row_h = row_title + panel + gap
-    height = header + rows * row_h + 6
-    canvas = np.full((height, width_px, 3), 255, np.uint8)
+    height = header + len(keys) * row_h + 6
     lefts = [label_w + gap + c * (panel + gap) for c in range(4)]
-    blank = np.full((panel, panel, 3), 235, np.uint8)
-    unused: list[tuple[int, int]] = []
+    canvas = np.full((height, width_px, 3), 255, np.uint8)
+    blanks: list[tuple[int, int]] = []
     for r, key in enumerate(keys):
-        pmaps = analysis.maps[key][person]
         top = header + r * row_h + row_title
-        tiles = []
-        for c, branch in enumerate(BRANCHES):
-            if branch in pmaps.maps:
-                tiles.append(_tile(overlay(masked[branch], pmaps.maps[branch]), panel))
+        for left, tile in zip(lefts, _panels(analysis, person, key, photo, s, panel)):
+            if tile is None:
+                canvas[top : top + panel, left : left + panel] = 235
+                blanks.append((left, top))
             else:
-                tiles.append(blank)
-                unused.append((r, c))
-        comp = pmaps.composite(image.shape[0], image.shape[1])
-        tiles.append(_tile(overlay(photo, comp), panel))
-        for left, tile in zip(lefts, tiles):
-            canvas[top : top + panel, left : left + panel] = tile
-
-    dpi = 100
-    fig = Figure(figsize=(width_px / dpi, height / dpi), dpi=dpi, facecolor="white")
-    FigureCanvasAgg(fig)
-
-    def at(x: float, y: float) -> tuple[float, float]:  # pixel (from top-left) → figure fraction
-        return x / width_px, 1 - y / height
-
-    centre = (label_w + width_px - bar_w) / 2
-    method = METHOD_TITLES.get(analysis.method, analysis.method)
-    who = f"person {person}" + (f" of {len(analysis.people)}" if len(analysis.people) > 1 else "")
-    title = f"{method} for target “{target}” — {who}"
-    fig.text(*at(centre, 22), title, ha="center", va="center", fontsize=15, weight="bold")
-    if not analysis.trained:
-        warning = "UNTRAINED WEIGHTS — predictions and maps are meaningless"
-        fig.text(
-            *at(centre, 48),
-            warning,
-            ha="center",
-            va="center",
-            fontsize=11,
-            color=WARNING_COLOUR,
-            weight="bold",
-        )
-    column_titles = [*(BRANCH_TITLES[b] for b in BRANCHES), COMPOSITE_TITLE]
-    for left, text in zip(lefts, column_titles):
-        fig.text(*at(left + panel / 2, header + row_title - 6), text, ha="center", va="bottom", fontsize=10)
-    score_name = "p" if analysis.multi_label else "softmax"
-    for r, key in enumerate(keys):
-        score = analysis.maps[key][person].target_score
-        y = header + r * row_h + row_title + panel / 2
-        weight = "bold" if key == "sibnet" else "normal"
-        label = f"{MODELS[key]}\n{target}\n{score_name} = {score:.3f}"
-        fig.text(*at(8, y), label, ha="left", va="center", fontsize=11, weight=weight)
-    for r, c in unused:
-        y = header + r * row_h + row_title + panel / 2
-        fig.text(
-            *at(lefts[c] + panel / 2, y), "not used by\nthis model", ha="center", va="center", fontsize=10
-        )
+                canvas[top : top + panel, left : left + panel] = tile
     bar_top, bar_bottom = header + row_title, height - 6 - gap
-    cax = fig.add_axes(
-        (*at(width_px - bar_w + 18, bar_bottom), 16 / width_px, (bar_bottom - bar_top) / height)
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    centre = (label_w + width_px - bar_w) / 2
+    _header(draw, analysis, person, centre, 21)
+    titles = [*(BRANCH_TITLES[b] for b in BRANCHES), COMPOSITE_TITLE]
+    for left, text in zip(lefts, titles):
+        draw.text(
+            (left + panel / 2, header + row_title - 6), text, fill=TEXT_COLOUR, font=_font(14), anchor="ms"
+        )
+    target = analysis.target_name(person)
+    for r, key in enumerate(keys):
+        y = header + r * row_h + row_title + panel / 2
+        score = analysis.maps[key][person].target_score
+        label = f"{MODELS[key]}\n{target}\n{_score_name(analysis)} = {score:.3f}"
+        font = _font(15, bold=key == "sibnet")
+        draw.multiline_text((8, y), label, fill=TEXT_COLOUR, font=font, anchor="lm", spacing=5)
+    for left, top in blanks:
+        draw.multiline_text(
+            (left + panel / 2, top + panel / 2), "not used by\nthis model", fill=MUTED_COLOUR,
+            font=_font(14), anchor="mm", align="center",
+        )  # fmt: skip
+    bar_x = width_px - bar_w + 18
+    for value in (0.0, 0.5, 1.0):
+        y = bar_bottom - value * (bar_bottom - bar_top)
+        draw.text((bar_x + 22, y), f"{value:.1f}", fill=TEXT_COLOUR, font=_font(12), anchor="lm")
+    out = np.asarray(image).copy()
+    out[bar_top:bar_bottom, bar_x : bar_x + 16] = _jet_bar(bar_bottom - bar_top, 16)
+    _paste_vertical(
+        out, "relevance (each map scaled to its own range)", width_px - 20, (bar_top + bar_bottom) // 2
     )
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), cax=cax)
-    bar.set_label("relevance (per-map min-max)", fontsize=9)
-    bar.ax.tick_params(labelsize=8)
-    out = _to_rgb(fig)
-    # The panels go in as pixels after matplotlib drew the text around them: no resampling, no axes.
-    for r in range(rows):
-        top = header + r * row_h + row_title
-        for left in lefts:
-            out[top : top + panel, left : left + panel] = canvas[top : top + panel, left : left + panel]
+    return out
+
+
+def _paste_vertical(out: np.ndarray, text: str, x: int, y: int, font_px: int = 12) -> None:
+    """Text rotated by 90° (read bottom to top), centred on (x, y): the colour bar's caption."""
+    font = _font(font_px)
+    label = Image.new("RGB", (int(font.getlength(text)) + 4, font_px + 6), (255, 255, 255))
+    ImageDraw.Draw(label).text((2, 1), text, fill=TEXT_COLOUR, font=font)
+    rotated = np.asarray(label.rotate(90, expand=True))
+    h, w = rotated.shape[:2]
+    top, left = max(y - h // 2, 0), min(max(x - w // 2, 0), out.shape[1] - w)
+    h = min(h, out.shape[0] - top)
+    out[top : top + h, left : left + w] = rotated[:h]
+
+
+def _narrow(analysis: Analysis, person: int) -> np.ndarray:
+    keys = [k for k in MODELS if k in analysis.maps]
+    width = NARROW_WIDTH_PX
+    photo, s = _shrink(analysis.image, 2 * PANEL_PX)
+    gap, caption = 8, 24
+    panel = (width - 3 * gap) // 2
+    header = 72 if not analysis.trained else 44
+    title_h = 34
+    block = title_h + 2 * (caption + panel) + gap
+    bar_h = 46
+    height = header + len(keys) * block + bar_h
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    target = analysis.target_name(person)
+    title = method_title(analysis.method, target)
+    draw.text((width / 2, 18), title, fill=TEXT_COLOUR, font=_font(19, bold=True), anchor="mm")
+    if not analysis.trained:
+        draw.text(
+            (width / 2, 50), "UNTRAINED WEIGHTS — meaningless", fill=WARNING_COLOUR, font=_font(18, bold=True),
+            anchor="mm",
+        )  # fmt: skip
+    titles = [*(BRANCH_TITLES[b] for b in BRANCHES), COMPOSITE_TITLE]
+    tiles_at: list[tuple[np.ndarray | None, int, int]] = []
+    for r, key in enumerate(keys):
+        top = header + r * block
+        score = analysis.maps[key][person].target_score
+        line = f"{MODELS[key]} · {_who(analysis, person)} · {_score_name(analysis)}({target}) = {score:.3f}"
+        draw.text((gap, top + title_h / 2), line, fill=TEXT_COLOUR, font=_font(17, bold=True), anchor="lm")
+        for i, tile in enumerate(_panels(analysis, person, key, photo, s, panel)):
+            x = gap + (i % 2) * (panel + gap)
+            y = top + title_h + (i // 2) * (caption + panel)
+            draw.text(
+                (x + panel / 2, y + caption - 5), titles[i], fill=TEXT_COLOUR, font=_font(16), anchor="ms"
+            )
+            tiles_at.append((tile, x, y + caption))
+            if tile is None:
+                draw.rectangle((x, y + caption, x + panel - 1, y + caption + panel - 1), fill=(235, 235, 235))
+                draw.text(
+                    (x + panel / 2, y + caption + panel / 2), "not used by this model", fill=MUTED_COLOUR,
+                    font=_font(16), anchor="mm",
+                )  # fmt: skip
+    bar_top = height - bar_h + 6
+    draw.text((gap, bar_top + 8), "0", fill=TEXT_COLOUR, font=_font(16), anchor="lm")
+    draw.text((width - gap, bar_top + 8), "1", fill=TEXT_COLOUR, font=_font(16), anchor="rm")
+    draw.text(
+        (width / 2, bar_top + 30), "relevance, each map scaled to its own range", fill=TEXT_COLOUR,
+        font=_font(16), anchor="mm",
+    )  # fmt: skip
+    out = np.asarray(image).copy()
+    for tile, x, y in tiles_at:
+        if tile is not None:
+            out[y : y + panel, x : x + panel] = tile
+    bar = np.rot90(_jet_bar(width - 60, 16), k=-1)  # 0 on the left, 1 on the right
+    out[bar_top : bar_top + 16, 30 : width - 30] = bar
     return out
 
 
@@ -230,15 +341,13 @@ def _dashed_rectangle(
 
 
 def people_overlay(analysis: Analysis, selected: int | None = None) -> np.ndarray:
-    """The analysed photo with each person's boxes (face yellow, body blue; estimated boxes dashed) and id."""
+    """The analysed photo with each person's boxes (face yellow, body blue; estimated boxes dashed), numbered
+    from 1; the selected person's boxes are thicker."""
     image = Image.fromarray(analysis.image).convert("RGB")
     draw = ImageDraw.Draw(image)
     side = max(image.size)
     width = max(2, round(side / 320))
-    try:
-        font = ImageFont.load_default(size=max(14, round(side / 40)))
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
+    font = _font(max(14, round(side / 40)), bold=True)
     for p in analysis.people:
         thick = width * 2 if selected is not None and p.id == selected else width
         for box, colour, estimated in (
@@ -249,19 +358,28 @@ def people_overlay(analysis: Analysis, selected: int | None = None) -> np.ndarra
                 _dashed_rectangle(draw, box, colour, thick, dash=max(6, round(side / 90)))
             else:
                 draw.rectangle(box, outline=colour, width=thick)
-        fx1, fy1 = p.face_box[0], p.face_box[1]
-        label = str(p.id)
-        tx, ty = fx1, max(fy1 - font.size - 2 * width, 0) if hasattr(font, "size") else fy1
+        label = str(p.id + 1)
+        tx, ty = p.face_box[0], max(p.face_box[1] - font.size - 2 * width, 0)
         bbox = draw.textbbox((tx, ty), label, font=font)
         draw.rectangle((bbox[0] - 3, bbox[1] - 2, bbox[2] + 3, bbox[3] + 2), fill=(0, 0, 0))
         draw.text((tx, ty), label, fill=(255, 255, 255), font=font)
     return np.asarray(image)
 
 
-def _to_rgb(fig: Figure) -> np.ndarray:
-    canvas = fig.canvas
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+def person_at(analysis: Analysis, x: float, y: float) -> int | None:
+    """The person whose box holds the point (analysed-image pixels): a face box first, then the smallest body
+    box; None when the point is on nobody."""
+    faces = [p for p in analysis.people if _inside(p.face_box, x, y)]
+    if faces:
+        return faces[0].id
+    bodies = [p for p in analysis.people if _inside(p.body_box, x, y)]
+    if bodies:
+        return min(bodies, key=lambda p: (p.body_box[2] - p.body_box[0]) * (p.body_box[3] - p.body_box[1])).id
+    return None
+
+
+def _inside(box: Sequence[float], x: float, y: float) -> bool:
+    return box[0] <= x <= box[2] and box[1] <= y <= box[3]
 
 
 # zlib level for PNGs: measured on the 1200 × 865 Figure-5 grid on 2 cores, level 1 took 70-78 ms and level 6

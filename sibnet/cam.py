@@ -79,6 +79,11 @@ METHOD_TITLES: dict[str, str] = {
 }
 
 
+# Methods whose map does not depend on the target class: Eigen-CAM (the first principal component of the
+# activations) and the channel-mean activation map. The demo greys out the target for them and says so.
+CLASS_AGNOSTIC: frozenset[str] = frozenset({"eigencam", ACTIVATION})
+
+
 def check_method(method: str) -> str:
     """Return the method key, or raise ValueError listing the valid ones."""
     key = method.lower().replace("_", "").replace("-", "").replace("plusplus", "++")

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demo.render import FIGURE_WIDTH_PX, branch_strip, figure5, overlay, people_overlay, save_png
+from demo.render import (
+    FIGURE_WIDTH_PX,
+    NARROW_WIDTH_PX,
+    branch_strip,
+    figure5,
+    method_title,
+    overlay,
+    people_overlay,
+    person_at,
+    save_png,
+)
 from tests import _images
 
 
@@ -93,3 +103,37 @@ def test_render_refuses_what_it_cannot_draw(zidane):
     one = analyzer.analyze(_images.photo_path("zidane"), person=0)
     with pytest.raises(ValueError, match="no maps were computed for person 1"):
         figure5(one, person=1)
+
+
+def test_narrow_layout_keeps_the_panels_and_is_phone_sized(zidane):
+    _, result = zidane
+    narrow = figure5(result, 1, layout="narrow")
+    assert narrow.shape[1] == NARROW_WIDTH_PX and narrow.shape[0] > narrow.shape[1]
+    wide = figure5(result, 1)
+    # The same composited photo tile content appears in both (drawn from the same maps), only sized differently.
+    assert np.abs(narrow.astype(int).mean() - wide.astype(int).mean()) < 40
+    with pytest.raises(ValueError, match="unknown layout"):
+        figure5(result, 1, layout="square")
+
+
+def test_class_agnostic_methods_say_so():
+    assert "for target" in method_title("gradcam", "Fear")
+    eigen = method_title("eigencam", "Fear")
+    assert "Fear" not in eigen and "same for every target" in eigen
+    assert "same for every target" in method_title("activation", "Fear")
+
+
+def test_a_click_on_a_box_picks_that_person(zidane):
+    _, result = zidane
+    for p in result.people:
+        fx = (p.face_box[0] + p.face_box[2]) / 2
+        fy = (p.face_box[1] + p.face_box[3]) / 2
+        assert person_at(result, fx, fy) == p.id
+        # Inside this body only (below the face, away from the others' boxes): this person.
+        bx, by = (p.body_box[0] + p.body_box[2]) / 2, p.body_box[3] - 2
+        others = [q for q in result.people if q.id != p.id]
+        if not any(
+            q.body_box[0] <= bx <= q.body_box[2] and q.body_box[1] <= by <= q.body_box[3] for q in others
+        ):
+            assert person_at(result, bx, by) == p.id
+    assert person_at(result, -5, -5) is None
