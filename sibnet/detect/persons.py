@@ -17,20 +17,48 @@ module, and is configured first (:func:`configure_ultralytics_env`):
   failed first attempt it asks ``is_online()`` whether to retry; the answer is now no, so a download that
   cannot succeed (no network, GitHub blocked) fails at once instead of retrying for up to 35 s. The cost
   online is that a transient download error is not retried.
-- ``YOLO_AUTOINSTALL=False`` (only if unset): ultralytics never runs ``pip install`` inside this process.
-  This matters beyond YOLO itself: importing ultralytics replaces ``PIL.Image.open`` process-wide
-  (``ultralytics/utils/patches.py``) with a wrapper that, for any file Pillow cannot identify, calls
-  ``check_requirements("pi-heif")``, i.e. would pip-install a package because a user uploaded a text file.
-  ``YOLO_OFFLINE`` already blocks that install; this keeps it blocked when a user turns ``YOLO_OFFLINE`` off.
+- ``YOLO_AUTOINSTALL=False``, always (a user's setting is overridden, because this is a security property,
+  not a preference): ultralytics never runs ``pip install`` inside this process. This matters beyond YOLO
+  itself: importing ultralytics replaces ``PIL.Image.open`` process-wide (``ultralytics/utils/patches.py``)
+  with a wrapper that, for any file Pillow cannot identify, calls ``check_requirements("pi-heif")``, i.e.
+  would pip-install a package because a user uploaded a text file. ``YOLO_OFFLINE`` already blocks that
+  install; this keeps it blocked when a user turns ``YOLO_OFFLINE`` off.
+- ``ULTRALYTICS_SAFE_LOAD=1``, always, for the same reason (see below).
 
-Where weights come from: ultralytics downloads an official name such as ``"yolo11n.pt"`` to that
-*relative* path, i.e. into the current working directory. To keep downloads out of wherever the user
-happens to run from, a bare official name is resolved here to ``<cache>/weights/<name>`` (an existing file
-of that name in the working directory is still used first, as ultralytics would) and that absolute path is
-passed to ``YOLO``, which downloads to exactly there.
+Where weights come from, and why no code in them ever runs:
 
-Weights that cannot be obtained raise :class:`DetectorUnavailable`, whose message says how to proceed;
-callers then run without a person detector and estimate bodies from faces (``sibnet.detect.pairing``).
+- An explicit path (anything with a folder part: ``/models/people.pt``, ``./yolo11n.pt``, ``~/w.pt``) is
+  used as given.
+- A bare official name (``yolo11n.pt``, ``yolo11n``) is looked up **only** in ``<cache>/weights/`` and, when
+  downloads are allowed, downloaded there (ultralytics would otherwise take a file of that name from the
+  current working directory first, and download into it). A file of that name in the working directory is
+  never used: whoever can drop a ``yolo11n.pt`` into the folder a user starts the CLI or the app from must
+  not get to choose the weights. A bare name that is not an official one is a path relative to the working
+  directory (``--yolo-weights best.pt``), which the user typed.
+- Only ``.pt`` checkpoints are accepted. A ``.pt`` file is a pickle, and ultralytics loads it with
+  ``torch.load(weights_only=False)`` unless its safe-load mode is on, so a planted file would run its code
+  (issue 12). Here every file goes through two independent gates before ultralytics builds a model from it:
+  (1) :func:`_refuse_pickled_code` reads the pickle's opcodes without executing them
+  (``torch.serialization.get_unsafe_globals_in_checkpoint``) and refuses any global outside what an
+  Ultralytics detection checkpoint references (torch and ultralytics ``nn.Module`` classes, numpy scalars,
+  paths, ultralytics' config namespace), any archive that is not an uncompressed ``torch.save`` zip, and
+  an oversized pickle; (2) ultralytics itself loads in its safe mode (``ULTRALYTICS_SAFE_LOAD``:
+  ``torch.load(weights_only=True)`` against an allow-list of its own model classes, layer activations built
+  without ``eval``), which this module switches on before ultralytics is imported and enforces again after
+  (:func:`_import_ultralytics`). An ultralytics without that mode is refused rather than used unsafely.
+
+  The cost: checkpoints holding anything else are refused even when genuine, e.g. YOLO-World (it pickles
+  a CLIP text model), classification models (torchvision transforms), files from other trainers
+  (``torch.save`` of arbitrary objects) and the pre-2020 non-zip format. Official detection, segmentation
+  and pose weights and models trained with ``ultralytics`` (``model.save``, the trainer's ``best.pt``) load.
+
+Ultralytics is imported only when there is a file to load or a download to try: a missing or refused file
+(and a missing default while downloads are off) is decided before it, so that case costs no import (about
+2 s, and the ``PIL.Image.open`` patch) and the app starts faster.
+
+Weights that cannot be obtained or are refused raise :class:`DetectorUnavailable`, whose message (one line)
+says how to proceed; callers then run without a person detector and estimate bodies from faces
+(``sibnet.detect.pairing``).
 """
 
 from __future__ import annotations
@@ -39,6 +67,7 @@ import getpass
 import os
 import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,32 +129,39 @@ def cache_dir() -> Path:
 
 
 def configure_ultralytics_env() -> None:
-    """Set ``YOLO_CONFIG_DIR``, ``YOLO_OFFLINE``, ``YOLO_AUTOINSTALL`` (unless set) before importing ultralytics.
+    """Set ultralytics' environment before it is imported: config dir, offline, no auto-install, safe load.
 
-    Ultralytics reads both once, when ``ultralytics.utils`` is first imported; any module that imports
-    ultralytics should call this first. Calling it afterwards changes nothing.
+    ``YOLO_CONFIG_DIR`` and ``YOLO_OFFLINE`` are defaults a user may override; ``YOLO_AUTOINSTALL=False``
+    and ``ULTRALYTICS_SAFE_LOAD=1`` are forced, because they keep code from being installed or unpickled.
+    Ultralytics reads all four once, when ``ultralytics.utils`` is first imported; any module that imports
+    ultralytics should call this first. Calling it afterwards changes nothing by itself, which is why
+    :func:`_import_ultralytics` also sets the two forced ones on the imported modules.
     """
     if "YOLO_CONFIG_DIR" not in os.environ:
         os.environ["YOLO_CONFIG_DIR"] = str(cache_dir())
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    os.environ["YOLO_AUTOINSTALL"] = "False"
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
 
 
 class PersonDetector:
     """YOLO person detector; one instance serves many threads (calls are serialised by a lock).
 
     Args:
-        weights: a path to a YOLO checkpoint, an official Ultralytics name (``"yolo11n.pt"``, downloaded
-            on first use to ``cache_dir() / "weights"``), or an already-built ultralytics model (anything
-            with ``predict`` and ``names``). None: ``$SIBNET_YOLO_WEIGHTS``, else ``DEFAULT_WEIGHTS``.
+        weights: a path to a YOLO ``.pt`` checkpoint, an official Ultralytics name (``"yolo11n.pt"``,
+            looked up only in ``cache_dir() / "weights"`` and downloaded there on first use, never taken
+            from the working directory), or an already-built ultralytics model (anything with ``predict``
+            and ``names``; trusted as given). None: ``$SIBNET_YOLO_WEIGHTS``, else ``DEFAULT_WEIGHTS``.
+            Files are loaded without running pickled code (see the module docstring).
         device: torch device for inference.
         conf: minimum box confidence (see ``PERSON_MIN_CONF``).
         iou: NMS IoU threshold.
         imgsz: the inference size YOLO letterboxes the image to.
 
     Raises:
-        DetectorUnavailable: ultralytics is missing, or the weights cannot be found, downloaded or read,
-            or they are not a box detector. The message says how to proceed.
+        DetectorUnavailable: ultralytics is missing or has no safe-load mode, or the weights cannot be
+            found, downloaded or read, or they are refused (they would run code, or are not an Ultralytics
+            checkpoint), or they are not a box detector. The one-line message says how to proceed.
     """
 
     def __init__(
@@ -231,41 +267,250 @@ def _downloads_disabled() -> str:
     return ""
 
 
-def _load_yolo(weights: str) -> Any:
-    """Build ``ultralytics.YOLO`` from a path or an official name, downloading official names to the cache."""
+def _one_line(text: str, limit: int = 300) -> str:
+    """Collapse whitespace (ultralytics' and torch's messages span lines) and cap the length."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- which file: resolution without importing ultralytics ---------------------------------------------------
+
+
+def _is_official(name: str) -> bool:
+    """Whether ``name`` is one of the weights ultralytics publishes (and would download).
+
+    The default is known without importing ultralytics, so a missing default costs no import; any other
+    name needs ultralytics' own list, which is only asked when there is a file or a download at stake.
+    """
+    if name == DEFAULT_WEIGHTS:
+        return True
+    _import_ultralytics()
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return name in GITHUB_ASSETS_NAMES
+
+
+def _resolve(weights: str) -> tuple[Path, bool]:
+    """The file ``weights`` names, and whether it still has to be downloaded (an official name, not cached).
+
+    Raises:
+        DetectorUnavailable: no such file, a refused format, or an official name that is not cached while
+            downloads are off. Decided without importing ultralytics unless a file exists to load.
+    """
+    if not weights.strip():
+        raise DetectorUnavailable(f"YOLO weights: empty name. {_how_to_proceed(DEFAULT_WEIGHTS)}")
     if Path(weights).suffix.lower() in (".yaml", ".yml"):
         raise DetectorUnavailable(
             f"{weights} is a model architecture, which builds an untrained network that finds nothing; "
             f"pass trained weights instead (e.g. {DEFAULT_WEIGHTS})"
         )
+    separators = [os.sep] + ([os.altsep] if os.altsep else [])
+    bare = not any(sep in weights for sep in separators) and not weights.startswith("~")
+    if not bare:  # an explicit path: used as given
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "no such file"
+            raise DetectorUnavailable(
+                f"YOLO weights not found: {what} {weights!r}. {_how_to_proceed(weights)}"
+            )
+        _require_pt(path, weights)
+        return path.resolve(), False
+    name = weights if Path(weights).suffix else f"{weights}.pt"  # ultralytics' "yolo11n" means yolo11n.pt
+    _require_pt(Path(name), weights)
+    cached = cache_dir() / "weights" / name
+    if cached.is_file():
+        return cached, False
+    here = Path(name)
+    # A bare name with a file in the working directory is the user's own file, unless it is an official
+    # name: those come only from the cache (a planted yolo11n.pt must not be picked up; DESIGN §4).
+    if here.is_file() and not _is_official(name):
+        return here.resolve(), False
+    ignored = (
+        f" (the {name} in the working folder is not used: official names are looked up only in the "
+        f"project cache; pass ./{name} to use that file)"
+        if here.is_file()
+        else ""
+    )
+    if _downloads_disabled():
+        raise DetectorUnavailable(
+            f"YOLO weights not found: no such file {name!r} in the project cache ({cached}){ignored}, and "
+            f"downloads are off ({_downloads_disabled()}). {_how_to_proceed(name)}"
+        )
+    if _is_official(name):
+        return cached, True
+    raise DetectorUnavailable(
+        f"YOLO weights not found: no such file {name!r} (not in the working folder, not in the project "
+        f"cache {cached}, and not an official Ultralytics name). {_how_to_proceed(DEFAULT_WEIGHTS)}"
+    )
+
+
+def _require_pt(path: Path, shown: str) -> None:
+    # Exported formats (.onnx, .torchscript, .engine, OpenVINO folders...) each have their own loader and
+    # runtime, none of them audited here; TorchScript in particular is code. Only the checkpoint format,
+    # whose safe loading is checked twice below, is accepted.
+    if path.suffix.lower() != ".pt":
+        raise DetectorUnavailable(
+            f"YOLO weights {shown!r}: only Ultralytics .pt checkpoints are accepted (loaded without running "
+            f"pickled code), not {path.suffix or 'a file without suffix'!r}. {_how_to_proceed(DEFAULT_WEIGHTS)}"
+        )
+
+
+# --- gate 1: what the pickle would build, read without running it -----------------------------------------
+
+# Globals beyond torch's own weights_only set that official Ultralytics detection/segmentation/pose
+# checkpoints and ultralytics-trained ones reference (ultralytics.nn.tasks._SafeLoad._build lists the same):
+_ALLOWED_GLOBALS = frozenset(
+    {
+        "builtins.getattr",  # Detect.forward & co.; ultralytics' safe loader narrows it to nn.Module attributes
+        "numpy.dtype",
+        "numpy.core.multiarray.scalar",  # numpy scalars in train_metrics, under numpy 1 and 2 names
+        "numpy._core.multiarray.scalar",
+        "ultralytics.utils.IterableSimpleNamespace",  # the model's args
+        "ultralytics.yolo.utils.IterableSimpleNamespace",  # its pre-8.0.44 path
+        "pathlib.Path",
+        "pathlib.PosixPath",
+        "pathlib.WindowsPath",
+        "pathlib._local.PosixPath",
+        "pathlib._local.WindowsPath",
+    }
+)
+# Modules whose *classes* a checkpoint may name; ultralytics then admits only nn.Module subclasses (or, for
+# the loss/tal helpers, classes defined there), so a function such as ``tasks.torch_safe_load`` stays out.
+_CLASS_PACKAGES = ("torch.nn.modules", "ultralytics.nn.modules")
+_CLASS_MODULES = frozenset(
+    {
+        "ultralytics.nn.tasks",
+        "ultralytics.nn.distill_model",
+        "ultralytics.utils.loss",
+        "ultralytics.utils.tal",
+    }
+)
+MAX_PICKLE_BYTES = 16 * 2**20  # yolo11n's pickle is 0.13 MB; tensors live in records of their own
+
+
+def _allowed_global(name: str) -> bool:
+    if name in _ALLOWED_GLOBALS or name.startswith("numpy.dtypes."):
+        return True
+    module, _, attr = name.rpartition(".")
+    in_class_module = module in _CLASS_MODULES or any(
+        module == pkg or module.rpartition(".")[0] == pkg for pkg in _CLASS_PACKAGES
+    )
+    return in_class_module and attr.isidentifier() and attr[:1].isupper()  # a class name, not a function
+
+
+def _refuse_pickled_code(path: Path, shown: str) -> None:
+    """Refuse a checkpoint whose pickle names anything an Ultralytics checkpoint does not (gate 1).
+
+    Reads the archive's directory and the pickle's opcodes; nothing is unpickled and ultralytics is not
+    imported. The real guarantee is gate 2 (``torch.load(weights_only=True)`` in ultralytics' safe mode);
+    this one does not depend on ultralytics' internals, gives a precise message, and costs no import.
+
+    Raises:
+        DetectorUnavailable: not an uncompressed ``torch.save`` zip, an oversized pickle, or a disallowed
+            global (the first few are named).
+    """
+    import torch
+
+    def refuse(why: str) -> DetectorUnavailable:
+        return DetectorUnavailable(
+            f"cannot load YOLO weights {shown!r}: {why}. Only Ultralytics .pt checkpoints are loaded, and "
+            f"without running pickled code. {_how_to_proceed(DEFAULT_WEIGHTS)}"
+        )
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise refuse(
+            f"not a checkpoint written by torch.save (not a zip archive: {_one_line(err, 80)})"
+        ) from err
+    # torch.save writes every record uncompressed; a deflated one could be a zip bomb, and is not torch's.
+    pickles = [e for e in entries if e.filename.endswith("/data.pkl")]
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or len(pickles) != 1:
+        raise refuse("not a checkpoint written by torch.save (unexpected archive layout)")
+    if pickles[0].file_size > MAX_PICKLE_BYTES:
+        raise refuse(f"its pickle is {pickles[0].file_size / 2**20:.0f} MB, over {MAX_PICKLE_BYTES >> 20} MB")
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as err:  # a malformed or unusual pickle: refusing is the safe answer
+        raise refuse(f"its pickle cannot be checked ({type(err).__name__}: {_one_line(err, 120)})") from err
+    bad = sorted(name for name in names if not _allowed_global(name))
+    if bad:
+        shown_bad = ", ".join(_one_line(name, 60) for name in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise refuse(
+            f"it would build {shown_bad}, which no Ultralytics checkpoint contains: loading it could "
+            "run code, so it was not loaded"
+        )
+
+
+# --- gate 2: ultralytics in its safe mode ------------------------------------------------------------------
+
+
+def _import_ultralytics() -> Any:
+    """Import ultralytics with safe loading on and auto-install off, and return its ``YOLO`` class.
+
+    Raises:
+        DetectorUnavailable: ultralytics is missing, or it has no safe-load mode (such a version would
+            unpickle the file with ``weights_only=False``; it is refused, not used).
+    """
     configure_ultralytics_env()
     try:
+        import ultralytics
+        import ultralytics.utils as ul_utils
         from ultralytics import YOLO
-        from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+        from ultralytics.nn import tasks
+        from ultralytics.utils import checks
     except ImportError as err:
         raise DetectorUnavailable(
             f"the person detector needs the ultralytics package ({err}); install it with "
             "`pip install ultralytics`. Without it, body boxes are estimated from the faces."
         ) from err
-
-    path = Path(weights).expanduser()
-    if path.is_file():
-        source = str(path)
-    elif path.name == weights and (weights in GITHUB_ASSETS_NAMES or f"{weights}.pt" in GITHUB_ASSETS_NAMES):
-        name = weights if weights in GITHUB_ASSETS_NAMES else f"{weights}.pt"
-        source = str(cache_dir() / "weights" / name)  # used if there, downloaded to there if not
-        if not Path(source).is_file() and _downloads_disabled():
-            raise DetectorUnavailable(
-                f"YOLO weights {name} are not cached at {source} and downloads are off "
-                f"({_downloads_disabled()}). {_how_to_proceed(weights)}"
-            )
-    else:
+    safe_load = getattr(tasks, "_SafeLoad", None)
+    if safe_load is None or not hasattr(tasks, "SAFE_LOAD") or not getattr(safe_load, "SUPPORTED", False):
         raise DetectorUnavailable(
-            f"YOLO weights not found: no such file {weights!r}. {_how_to_proceed(weights)}"
+            f"ultralytics {getattr(ultralytics, '__version__', '?')} cannot load weights without running "
+            "pickled code (it has no ULTRALYTICS_SAFE_LOAD mode, or torch is older than 2.6); upgrade with "
+            "`pip install -U ultralytics torch`. Without it, body boxes are estimated from the faces."
         )
+    # Ultralytics reads its environment once, at first import. Something may have imported it before
+    # configure_ultralytics_env ran (a user's script, a notebook), so set the flags where they are read:
+    # torch_safe_load and _SafeLoad.restricted consult tasks.SAFE_LOAD, check_requirements checks.AUTOINSTALL.
+    ul_utils.SAFE_LOAD = tasks.SAFE_LOAD = True
+    ul_utils.AUTOINSTALL = checks.AUTOINSTALL = False
+    return YOLO
+
+
+def _download(target: Path, name: str) -> Path:
+    """Download the official ``name`` to ``target`` (in the cache) through ultralytics; the file's path."""
+    _import_ultralytics()
+    from ultralytics.utils.downloads import attempt_download_asset
+
     try:
-        return YOLO(source)
-    except Exception as err:  # any failure to build means no detector; the cause is chained
+        got = Path(attempt_download_asset(str(target))).resolve()
+    except Exception as err:  # any failure (no network, GitHub blocked, short file) means no detector
         raise DetectorUnavailable(
-            f"cannot load YOLO weights {weights!r} ({type(err).__name__}: {err}). {_how_to_proceed(weights)}"
+            f"cannot load YOLO weights {name!r} ({type(err).__name__}: {_one_line(err)}). {_how_to_proceed(name)}"
+        ) from err
+    if not got.is_file() or not got.is_relative_to(target.parent.resolve()):
+        raise DetectorUnavailable(
+            f"cannot load YOLO weights {name!r}: the download failed. {_how_to_proceed(name)}"
+        )
+    return got
+
+
+def _load_yolo(weights: str) -> Any:
+    """Build ``ultralytics.YOLO`` from a path or an official name, never running code from the file."""
+    path, download = _resolve(weights)
+    if download:
+        path = _download(path, weights)
+    _refuse_pickled_code(path, weights)
+    yolo = _import_ultralytics()
+    try:
+        return yolo(str(path))
+    except Exception as err:  # any failure to build means no detector; the cause is chained
+        # The advice names the official file to fetch: this one when it came from the cache, else the default.
+        official = path.name if path.parent == cache_dir() / "weights" else DEFAULT_WEIGHTS
+        raise DetectorUnavailable(
+            f"cannot load YOLO weights {weights!r} ({type(err).__name__}: {_one_line(err)}). "
+            f"{_how_to_proceed(official)}"
         ) from err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -192,3 +194,293 @@ def test_wrapper_refuses_non_detection_models():
         PersonDetector(stub)
     with pytest.raises(TypeError, match="ultralytics model"):
         PersonDetector(object())
+
+
+# --- issue 12: no file a user or a folder supplies is ever unpickled ------------------------------------------
+
+
+class _ExecPayload:
+    """Unpickles into ``exec(code)``: the classic malicious checkpoint. Here the code writes a marker file."""
+
+    def __init__(self, marker: Path):
+        self.code = f"open({str(marker)!r}, 'w').write('code ran')"
+
+    def __reduce__(self):
+        return (exec, (self.code,))
+
+
+class _ChainPayload:
+    """Names only an ultralytics module: ``tasks.torch_safe_load(inner, safe_only=False)`` unpickles ``inner``."""
+
+    def __init__(self, inner: Path):
+        self.inner = str(inner)
+
+    def __reduce__(self):
+        from ultralytics.nn.tasks import torch_safe_load
+
+        return (torch_safe_load, (self.inner, False))
+
+
+def _write_payload(path: Path, marker: Path, kind: str = "exec") -> Path:
+    """A ``.pt`` laid out like an Ultralytics checkpoint whose ``model`` runs code when unpickled."""
+    import torch
+
+    if kind == "exec":
+        payload = _ExecPayload(marker)
+    else:
+        inner = _write_payload(path.with_name(f"inner-{path.name}"), marker)
+        configure_ultralytics_env()
+        payload = _ChainPayload(inner)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": payload, "train_args": {}, "version": "8.4.0"}, path)
+    return path
+
+
+@pytest.fixture(params=["exec", "chain"])
+def payload(request, tmp_path):
+    """(payload file, marker its code would create), after proving on a twin that the payload is live."""
+    import torch
+
+    twin_marker = tmp_path / "twin-ran"
+    twin = _write_payload(tmp_path / "twin" / "evil.pt", twin_marker, request.param)
+    if request.param == "exec":
+        torch.load(twin, weights_only=False)  # what ultralytics does when its safe mode is off
+    else:
+        from ultralytics.nn.tasks import torch_safe_load
+
+        torch_safe_load(twin, safe_only=False)
+    assert twin_marker.read_text() == "code ran", (
+        "the payload must really run code, or the tests prove nothing"
+    )
+    marker = tmp_path / "payload-ran"
+    return _write_payload(tmp_path / "evil" / "evil.pt", marker, request.param), marker
+
+
+def _assert_refused_cleanly(err: DetectorUnavailable, marker: Path) -> str:
+    message = str(err)
+    assert not marker.exists(), "code inside the weights ran"
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_pickle_payload_is_refused_before_ultralytics_reads_it(payload, how, monkeypatch):
+    path, marker = payload
+    if how == "env":
+        monkeypatch.setenv(persons.WEIGHTS_ENV, str(path))
+    with pytest.raises(DetectorUnavailable) as info:
+        PersonDetector(weights=str(path) if how == "flag" else None)
+    message = _assert_refused_cleanly(info.value, marker)
+    assert f"cannot load YOLO weights {str(path)!r}" in message
+    assert re.search(r"it would build (builtins\.exec|ultralytics\.nn\.tasks\.torch_safe_load)", message)
+    assert "not loaded" in message
+
+
+def test_ultralytics_safe_mode_alone_refuses_the_payload(payload, monkeypatch):
+    # Gate 2 on its own: with the opcode scan switched off, ultralytics' weights_only load must refuse.
+    path, marker = payload
+    scanned = []
+    monkeypatch.setattr(persons, "_refuse_pickled_code", lambda *args: scanned.append(args))
+    with pytest.raises(DetectorUnavailable) as info:
+        PersonDetector(weights=path)
+    assert scanned, "the scan was bypassed, so ultralytics did read the file"
+    message = _assert_refused_cleanly(info.value, marker)
+    assert "references types outside the supported Ultralytics checkpoint format" in message
+
+
+@pytest.mark.parametrize(("weights", "offline"), [(None, True), ("yolo11n.pt", False), ("yolo11n", True)])
+def test_planted_default_in_the_working_folder_is_never_loaded(
+    payload, weights, offline, monkeypatch, tmp_path
+):
+    path, marker = payload
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    shutil.copy(path, workdir / "yolo11n.pt")
+    if path.with_name(f"inner-{path.name}").exists():  # the chain payload's second file, next to it
+        shutil.copy(path.with_name(f"inner-{path.name}"), workdir / f"inner-{path.name}")
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(persons, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.delenv(persons.WEIGHTS_ENV, raising=False)
+    for var in ("SIBNET_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    if offline:
+        monkeypatch.setenv("SIBNET_OFFLINE", "1")
+    else:  # downloads allowed but impossible: the cache is tried, never the working folder
+
+        def no_network(*args, **kwargs):
+            raise socket.gaierror("no network in this test")
+
+        configure_ultralytics_env()
+        monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    with pytest.raises(DetectorUnavailable) as info:
+        PersonDetector(weights=weights)
+    message = _assert_refused_cleanly(info.value, marker)
+    assert "it would build" not in message  # the planted file was not even read
+    if offline:
+        assert "the yolo11n.pt in the working folder is not used" in message and "./yolo11n.pt" in message
+    assert str(tmp_path / "cache" / "weights" / "yolo11n.pt") in message
+    assert sorted(p.name for p in workdir.iterdir() if not p.name.startswith("inner-")) == ["yolo11n.pt"]
+
+
+def test_missing_default_is_decided_without_importing_ultralytics(tmp_path):
+    # A fresh interpreter: a planted yolo11n.pt payload in the working folder, nothing cached, downloads off.
+    # The default is refused, as are a missing explicit path and an exported format, and ultralytics (2 s,
+    # the PIL patch) is never imported.
+    marker = tmp_path / "payload-ran"
+    _write_payload(tmp_path / "yolo11n.pt", marker)
+    (tmp_path / "people.onnx").write_bytes(b"onnx")
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from sibnet.detect import persons, PersonDetector, DetectorUnavailable\n"
+        f"persons.cache_dir = lambda: Path({str(tmp_path / 'cache')!r})\n"
+        "for weights in (None, 'yolo11n', './missing.pt', 'people.onnx', 'nested/people.pt'):\n"
+        "    try:\n"
+        "        PersonDetector(weights=weights)\n"
+        "    except DetectorUnavailable as err:\n"
+        "        print('refused:', str(err)[:60])\n"
+        "    else:\n"
+        "        raise SystemExit(f'{weights} was accepted')\n"
+        "assert 'ultralytics' not in sys.modules, 'ultralytics was imported'\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SIBNET_OFFLINE": "1"}
+    env.pop(persons.WEIGHTS_ENV, None)
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("refused:") == 5 and run.stdout.rstrip().endswith("ok")
+    assert not marker.exists()
+
+
+def test_cached_default_is_used_and_a_planted_one_ignored(untrained_yolo, payload, monkeypatch, tmp_path):
+    path, marker = payload
+    cache = tmp_path / "cache"
+    (cache / "weights").mkdir(parents=True)
+    untrained_yolo.save(cache / "weights" / "yolo11n.pt")
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    shutil.copy(path, workdir / "yolo11n.pt")
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(persons, "cache_dir", lambda: cache)
+    monkeypatch.delenv(persons.WEIGHTS_ENV, raising=False)
+    detector = PersonDetector(conf=0.0)
+    assert Path(detector._model.ckpt_path) == cache / "weights" / "yolo11n.pt"
+    assert len(detector.detect(_images.photo_rgb("bus"))) > 0
+    assert not marker.exists()
+    # ./yolo11n.pt is an explicit path: the user asked for that file, and it is refused for what it holds.
+    with pytest.raises(DetectorUnavailable) as info:
+        PersonDetector(weights="./yolo11n.pt")
+    _assert_refused_cleanly(info.value, marker)
+
+
+def _trainer_checkpoint(untrained_yolo, path: Path) -> Path:
+    """A checkpoint shaped like the one ultralytics' trainer writes (EMA model, args namespace, numpy
+    metrics, paths), which is what official weights and a user's ``best.pt`` are made from."""
+    from copy import deepcopy
+
+    import torch
+    import ultralytics
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    from ultralytics.utils import IterableSimpleNamespace
+
+    ema = deepcopy(untrained_yolo.model).half()
+    ema.args = IterableSimpleNamespace(**DEFAULT_CFG_DICT)
+    ckpt = {
+        "epoch": 9,
+        "best_fitness": np.float64(0.4),
+        "model": None,
+        "ema": ema,
+        "updates": 90,
+        "optimizer": None,
+        "train_args": {**DEFAULT_CFG_DICT, "model": "yolo11n.yaml", "save_dir": Path("runs/detect/train")},
+        "train_metrics": {"metrics/mAP50(B)": np.float64(0.41), "fitness": np.float64(0.4)},
+        "train_results": {"epoch": [1, 2], "metrics/mAP50(B)": [0.1, 0.41]},
+        "date": "2026-12-02T00:00:00",
+        "version": ultralytics.__version__,
+    }
+    torch.save(ckpt, path)
+    return path
+
+
+def test_genuine_ultralytics_checkpoints_still_load_in_safe_mode(untrained_yolo, tmp_path):
+    # Both gates must let through what ultralytics itself writes: model.save(), the trainer's last.pt, and
+    # the stripped best.pt released weights are made of (strip_optimizer).
+    from ultralytics.nn import tasks
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    saved = tmp_path / "saved.pt"
+    untrained_yolo.save(saved)
+    last = _trainer_checkpoint(untrained_yolo, tmp_path / "last.pt")
+    best = tmp_path / "best.pt"
+    strip_optimizer(last, str(best))
+    rgb = _images.photo_rgb("zidane")
+    for path in (saved, last, best):
+        detector = PersonDetector(weights=path, conf=0.0)
+        assert tasks.SAFE_LOAD is True  # loaded with weights_only=True, not by luck of the file
+        assert detector._model.task == "detect" and len(detector.detect(rgb)) > 0
+
+
+def test_safe_mode_and_no_autoinstall_hold_when_ultralytics_was_imported_first(tmp_path):
+    # A user's script imports ultralytics itself, with safe loading off and auto-install on, before the
+    # detector is built: the flags must still be enforced (gate 1 is switched off to test gate 2 alone).
+    marker = tmp_path / "payload-ran"
+    evil = _write_payload(tmp_path / "evil.pt", marker)
+    code = (
+        "import ultralytics.nn.tasks as tasks, ultralytics.utils.checks as checks\n"
+        "assert tasks.SAFE_LOAD is False and checks.AUTOINSTALL is True  # the precondition\n"
+        "from sibnet.detect import persons, PersonDetector, DetectorUnavailable\n"
+        "persons._refuse_pickled_code = lambda *args: None\n"
+        "try:\n"
+        f"    PersonDetector(weights={str(evil)!r})\n"
+        "except DetectorUnavailable as err:\n"
+        "    print('refused:', err)\n"
+        "assert tasks.SAFE_LOAD is True and checks.AUTOINSTALL is False\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ULTRALYTICS_SAFE_LOAD": "0", "YOLO_AUTOINSTALL": "True"}
+    env["YOLO_CONFIG_DIR"] = str(tmp_path / "config")
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "refused:" in run.stdout and "references types outside" in run.stdout
+    assert not marker.exists()
+
+
+def test_ultralytics_never_pip_installs(monkeypatch):
+    # Ultralytics pip-installs a missing requirement when online and YOLO_AUTOINSTALL is on (its PIL patch
+    # asks for pi-heif on any unidentified upload). Pretend to be online and record every command it runs.
+    configure_ultralytics_env()
+    persons._import_ultralytics()
+    from ultralytics.utils import checks
+
+    commands = []
+
+    def record(cmd, *args, **kwargs):
+        commands.append(cmd)
+        return ""
+
+    monkeypatch.setattr(checks, "ONLINE", True)
+    monkeypatch.setattr(checks.subprocess, "check_output", record)
+    monkeypatch.setattr(checks.subprocess, "run", record)
+    assert checks.check_requirements("sibnet-no-such-package-for-tests") is False
+    assert commands == []
+    assert os.environ["YOLO_AUTOINSTALL"] == "False" and os.environ["ULTRALYTICS_SAFE_LOAD"] == "1"
+
+
+def test_checkpoints_unlike_torch_save_are_refused(tmp_path):
+    import zipfile
+
+    deflated = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(deflated, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("deflated/data.pkl", b"\x80\x02}q\x00.")  # an empty dict, compressed
+    folder = tmp_path / "folder.pt"
+    folder.mkdir()
+    for path, why in ((deflated, "unexpected archive layout"), (folder, "is a folder, not a file")):
+        with pytest.raises(DetectorUnavailable, match=why):
+            PersonDetector(weights=path)
+    script = tmp_path / "x.torchscript"  # TorchScript is code: refused before anything reads it
+    script.write_bytes(b"PK")
+    with pytest.raises(DetectorUnavailable, match=r"only Ultralytics \.pt checkpoints.*'\.torchscript'"):
+        PersonDetector(weights=script)
