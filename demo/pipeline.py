@@ -38,13 +38,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from demo.results import MODELS, NO_PERSON, UNTRAINED, Analysis, ModelPrediction, PersonMaps
+from demo.results import (
+    MODELS,
+    NO_PERSON,
+    NO_PERSON_DETECTOR,
+    UNTRAINED,
+    Analysis,
+    ModelPrediction,
+    PersonMaps,
+)
+from sibnet.boxes import box_area
 from sibnet.cam import BranchCAMs, branch_cams, check_method, resolve_target
 from sibnet.checkpoints import load_model
 from sibnet.data.masking import BRANCHES, InputTransform, Triple, batch_triples
 from sibnet.detect import Person, pair_people
 from sibnet.distributed import resolve_device
-from sibnet.errors import CheckpointError, DetectorUnavailable
+from sibnet.errors import CheckpointError, DetectorUnavailable, WorkLimitExceeded
 from sibnet.io import ANALYSIS_MAX_SIDE, ImageSource, LoadedImage, fit_within, load_image
 from sibnet.labels import EMOTIC_CATEGORIES
 from sibnet.models.registry import create_model
@@ -55,6 +64,10 @@ log = logging.getLogger("sibnet.demo")
 
 UNTRAINED_SEED = 0  # untrained models are seeded so the demo's (meaningless) output is at least reproducible
 FEATURE_CACHE_SIZE = 16  # analyses whose backbone features are kept for explain() (a few MB each)
+# Work per photo is bounded: at most MAX_PEOPLE people are analysed, the largest faces first (a face's area is
+# how much of the photo the person is), the others named in a notice. Each person costs three backbone
+# passes per model and nine maps; measured on 2 cores, six people take about a second beyond one.
+MAX_PEOPLE = 6
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,7 @@ class Analyzer:
         self.load_notices: list[str] = []
         self.load_timings: dict[str, float] = {}
         sources = figure5_sources(weights, {"sibnet": sibnet, "concat": concat, "attention": attention})
+        _check_weights_folder(weights, sources)
         self.models: dict[str, _LoadedModel] = {}
         for key, source in sources.items():
             start = time.perf_counter()
@@ -239,6 +253,7 @@ class Analyzer:
         target: str | int | None = None,
         method: str = "gradcam",
         progress: Callable[[float, str], None] | None = None,
+        budget_s: float | None = None,
     ) -> Analysis:
         """Analyse a photo: people, every model's scores for each, and each model's branch maps.
 
@@ -248,10 +263,14 @@ class Analyzer:
             target: target emotion (name or index) for the maps; default each person's SIB-Net top emotion.
             method: CAM method (see :data:`sibnet.cam.CAM_METHODS`).
             progress: called as ``progress(fraction, stage)`` before each stage (the UI's progress bar).
+            budget_s: refuse to go on once this many seconds have passed (checked between stages; the web app
+                sets it so one photo cannot hold the single processing slot).
 
         Raises:
             sibnet.io.ImageError: unreadable or refused image (message says why).
             ValueError: unknown method or target, person out of range.
+            sibnet.errors.WorkLimitExceeded: the time budget ran out.
+            sibnet.errors.CheckpointError: a model produced non-finite scores (broken weights).
         """
         method = check_method(method)
         if target is not None:
@@ -263,6 +282,7 @@ class Analyzer:
             loaded, rgb, scale, notices = self._intake(image, timings)
             report(0.1, "finding faces and people")
             people = self._detect(rgb, notices, timings)
+            _check_budget(started, budget_s, "finding the people")
             if person is not None and not 0 <= person < len(people):
                 raise ValueError(_person_range(person, len(people)))
             if not people:
@@ -272,6 +292,7 @@ class Analyzer:
             report(0.35, "masking face, body and scene")
             triples = self._triples(rgb, people, timings)
             features, predictions = self._predict(triples, timings, report)
+            _check_budget(started, budget_s, "running the models")
             first = next(iter(triples.values()))
             analysis = Analysis(
                 key=uuid.uuid4().hex,
@@ -365,14 +386,14 @@ class Analyzer:
         clock = time.perf_counter()
         bodies = self.person_detector.detect(rgb) if self.person_detector is not None else []
         timings["detect persons"] = _ms(clock)
-        people = tuple(pair_people(faces, bodies, rgb.shape[1], rgb.shape[0]))
+        people = _at_most(pair_people(faces, bodies, rgb.shape[1], rgb.shape[0]), MAX_PEOPLE, notices)
         for p in people:
             if p.face_estimated:
-                notices.append(f"person {p.id}: face box estimated from the body (no face detected)")
+                notices.append(f"person {p.id + 1}: face box estimated from the body (no face detected)")
             if p.body_estimated and self.person_detector is not None:
-                notices.append(f"person {p.id}: body box estimated from the face (no person box matched)")
+                notices.append(f"person {p.id + 1}: body box estimated from the face (no person box matched)")
         if self.person_detector is None and people:
-            notices.append("body boxes estimated from faces (no person detector)")
+            notices.append(NO_PERSON_DETECTOR)
         return people
 
     def _triples(
@@ -407,9 +428,14 @@ class Analyzer:
             branch = None
             if out.branch_logits is not None:
                 branch = np.stack([self._scores(b) for b in out.branch_logits], axis=1)
-            predictions[key] = ModelPrediction(
-                key, MODELS[key], self._scores(out.logits), branch, entry.trained, entry.source
-            )
+            scores = self._scores(out.logits)
+            if not (np.isfinite(scores).all() and (branch is None or np.isfinite(branch).all())):
+                log.error("%s (%s) produced non-finite scores", MODELS[key], entry.source)
+                raise CheckpointError(
+                    f"the {MODELS[key]} model produced invalid scores (not finite numbers): its weights are "
+                    "broken, so no result is shown"
+                )
+            predictions[key] = ModelPrediction(key, MODELS[key], scores, branch, entry.trained, entry.source)
             timings[f"forward {key}"] = _ms(clock)
         return features, predictions
 
@@ -468,8 +494,50 @@ class Analyzer:
         )  # fmt: skip
 
 
+def _check_weights_folder(weights: str | Path | None, sources: Mapping[str, ModelSource | None]) -> None:
+    """A local ``weights`` folder must hold at least one of the three checkpoints it is asked for."""
+    if weights is None:
+        return
+    local = Path(weights).expanduser()
+    asked = [key for key, src in sources.items() if src is not None and src.subfolder is not None]
+    if not asked or not local.exists():
+        return  # a Hub repo id, or a missing path (load_model names it)
+    if not local.is_dir():
+        raise CheckpointError(f"{local} is a file; pass a folder holding sibnet/, concat/ and attention/")
+    if any((local / key).is_dir() for key in asked):
+        return
+    if (local / "config.json").is_file():
+        raise CheckpointError(
+            f"{local} is a single checkpoint, not a folder of the three models; pass it as "
+            "--sibnet-weights (or --concat-weights / --attention-weights), or give a folder holding "
+            "sibnet/, concat/ and attention/"
+        )
+    raise CheckpointError(f"{local} holds none of the checkpoint folders sibnet/, concat/, attention/")
+
+
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
+
+
+def _at_most(people: Sequence[Person], limit: int, notices: list[str]) -> tuple[Person, ...]:
+    """The ``limit`` people with the largest faces, renumbered left to right; a notice names how many were left."""
+    if len(people) <= limit:
+        return tuple(people)
+    kept = sorted(people, key=lambda p: -box_area(p.face_box))[:limit]
+    kept.sort(key=lambda p: p.id)  # pairing numbered them left to right
+    notices.append(
+        f"{len(people) - limit} more people were found but not analysed: at most {limit} per photo, "
+        "the largest faces first"
+    )
+    return tuple(replace(p, id=i) for i, p in enumerate(kept))
+
+
+def _check_budget(started: float, budget_s: float | None, stage: str) -> None:
+    if budget_s is not None and time.perf_counter() - started > budget_s:
+        raise WorkLimitExceeded(
+            f"this photo takes too long to analyse here (over {budget_s:g} s while {stage}); try a smaller "
+            "photo or one with fewer people"
+        )
 
 
 def _person_range(person: int, count: int) -> str:

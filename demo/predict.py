@@ -12,6 +12,7 @@ from pathlib import Path
 
 from demo.cli import analyzer_from_args, photo_cli_parser, setup_logging, target_arg
 from demo.pipeline import MODELS
+from sibnet.boxes import scale_box
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, default=None, help="write everything shown as JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="write the Figure-5 PNG of --person here")
     parser.add_argument(
-        "--person", type=int, default=0, help="person of the figure (default 0, the leftmost)"
+        "--person", type=int, default=1, help="person of the figure, as printed (default 1, the leftmost)"
     )
     parser.add_argument("--top-k", type=int, default=3, help="emotions listed per model (default 3)")
     return parser
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in analysis.people:
         estimated = [name for name, flag in (("face", p.face_estimated), ("body", p.body_estimated)) if flag]
         extra = f" (estimated {', '.join(estimated)})" if estimated else ""
-        print(f"person {p.id}: face {tuple(round(v) for v in p.face_box)}{extra}")
+        face = tuple(round(v) for v in scale_box(p.face_box, analysis.scale))  # the photo's own pixels
+        print(f"person {p.id + 1}: face {face}{extra}")
         for key, pred in analysis.predictions.items():
             tops = ", ".join(
                 f"{name} {score:.2f}" for name, score in pred.top(p.id, analysis.labels, args.top_k)
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         from demo.render import figure5, save_png
 
         try:
-            save_png(figure5(analysis, args.person), args.figure)
+            save_png(figure5(analysis, args.person - 1), args.figure)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

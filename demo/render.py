@@ -36,7 +36,8 @@ from sibnet.data.masking import BRANCHES
 BRANCH_TITLES = {"face": "face", "body": "body (face masked)", "scene": "scene (body masked)"}
 COMPOSITE_TITLE = "photo (all branches)"
 FIGURE_WIDTH_PX = 1200  # the wide layout
-NARROW_WIDTH_PX = 600  # the narrow layout: shown ~370 px wide on a phone, so 16-px text stays >= 10 px there
+NARROW_WIDTH_PX = 600  # the narrow layout, shown ~360-370 px wide on a phone (a 390 px screen, page margins)
+NARROW_FONT_PX = 18  # its smallest text: 18 × 360/600 ≈ 11 px on that screen
 PANEL_PX = 224  # branch-input resolution; the photo for the composite column is prepared at twice that
 FACE_COLOUR = (255, 208, 0)
 BODY_COLOUR = (0, 160, 255)
@@ -252,10 +253,10 @@ def _narrow(analysis: Analysis, person: int) -> np.ndarray:
     keys = [k for k in MODELS if k in analysis.maps]
     width = NARROW_WIDTH_PX
     photo, s = _shrink(analysis.image, 2 * PANEL_PX)
-    gap, caption = 8, 24
+    gap, caption = 8, 26
     panel = (width - 3 * gap) // 2
     header = 72 if not analysis.trained else 44
-    title_h = 34
+    title_h = 36
     block = title_h + 2 * (caption + panel) + gap
     bar_h = 46
     height = header + len(keys) * block + bar_h
@@ -264,10 +265,12 @@ def _narrow(analysis: Analysis, person: int) -> np.ndarray:
     draw = ImageDraw.Draw(image)
     target = analysis.target_name(person)
     title = method_title(analysis.method, target)
-    draw.text((width / 2, 18), title, fill=TEXT_COLOUR, font=_font(19, bold=True), anchor="mm")
+    draw.text(
+        (width / 2, 18), title, fill=TEXT_COLOUR, font=_font(NARROW_FONT_PX + 2, bold=True), anchor="mm"
+    )
     if not analysis.trained:
         draw.text(
-            (width / 2, 50), "UNTRAINED WEIGHTS — meaningless", fill=WARNING_COLOUR, font=_font(18, bold=True),
+            (width / 2, 50), "UNTRAINED WEIGHTS — meaningless", fill=WARNING_COLOUR, font=_font(NARROW_FONT_PX, bold=True),
             anchor="mm",
         )  # fmt: skip
     titles = [*(BRANCH_TITLES[b] for b in BRANCHES), COMPOSITE_TITLE]
@@ -276,26 +279,36 @@ def _narrow(analysis: Analysis, person: int) -> np.ndarray:
         top = header + r * block
         score = analysis.maps[key][person].target_score
         line = f"{MODELS[key]} · {_who(analysis, person)} · {_score_name(analysis)}({target}) = {score:.3f}"
-        draw.text((gap, top + title_h / 2), line, fill=TEXT_COLOUR, font=_font(17, bold=True), anchor="lm")
+        draw.text(
+            (gap, top + title_h / 2),
+            line,
+            fill=TEXT_COLOUR,
+            font=_font(NARROW_FONT_PX, bold=True),
+            anchor="lm",
+        )
         for i, tile in enumerate(_panels(analysis, person, key, photo, s, panel)):
             x = gap + (i % 2) * (panel + gap)
             y = top + title_h + (i // 2) * (caption + panel)
             draw.text(
-                (x + panel / 2, y + caption - 5), titles[i], fill=TEXT_COLOUR, font=_font(16), anchor="ms"
+                (x + panel / 2, y + caption - 5),
+                titles[i],
+                fill=TEXT_COLOUR,
+                font=_font(NARROW_FONT_PX),
+                anchor="ms",
             )
             tiles_at.append((tile, x, y + caption))
             if tile is None:
                 draw.rectangle((x, y + caption, x + panel - 1, y + caption + panel - 1), fill=(235, 235, 235))
                 draw.text(
                     (x + panel / 2, y + caption + panel / 2), "not used by this model", fill=MUTED_COLOUR,
-                    font=_font(16), anchor="mm",
+                    font=_font(NARROW_FONT_PX), anchor="mm",
                 )  # fmt: skip
     bar_top = height - bar_h + 6
-    draw.text((gap, bar_top + 8), "0", fill=TEXT_COLOUR, font=_font(16), anchor="lm")
-    draw.text((width - gap, bar_top + 8), "1", fill=TEXT_COLOUR, font=_font(16), anchor="rm")
+    draw.text((gap, bar_top + 8), "0", fill=TEXT_COLOUR, font=_font(NARROW_FONT_PX), anchor="lm")
+    draw.text((width - gap, bar_top + 8), "1", fill=TEXT_COLOUR, font=_font(NARROW_FONT_PX), anchor="rm")
     draw.text(
         (width / 2, bar_top + 30), "relevance, each map scaled to its own range", fill=TEXT_COLOUR,
-        font=_font(16), anchor="mm",
+        font=_font(NARROW_FONT_PX), anchor="mm",
     )  # fmt: skip
     out = np.asarray(image).copy()
     for tile, x, y in tiles_at:

@@ -22,12 +22,17 @@ import numpy as np
 
 from sibnet.boxes import Box, scale_box
 from sibnet.cam import ProjectedMap, composite_map, project_map
+from sibnet.data.masking import BRANCHES
 from sibnet.detect import Person
 
 # The three models of the paper's Figure 5, in its row order: key → display title.
 MODELS: dict[str, str] = {"concat": "Concatenation", "attention": "Attention", "sibnet": "SIB-Net"}
 UNTRAINED = "untrained weights — predictions are meaningless"
-NO_PERSON = "no person found: MTCNN found no face (and YOLO no person) in this photo"
+NO_PERSON = "no person found: no face (and no person) was detected in this photo"
+NO_PERSON_DETECTOR = (
+    "bodies are estimated from the faces (no person detector is loaded), so people whose face is not visible "
+    "are not found"
+)
 
 
 @dataclass(frozen=True)
@@ -100,11 +105,17 @@ class Analysis:
         return self.labels[self.targets[person]]
 
     def to_json(self, top_k: int = 5) -> dict[str, Any]:
-        """A JSON-ready summary of everything shown (no image arrays); boxes in original-photo pixels."""
+        """A JSON-ready summary of everything shown (no image arrays); boxes in original-photo pixels.
+
+        People carry a 0-based ``id`` (what the Python API and the HTTP API take) and the ``number`` screens show
+        (``id + 1``, left to right). Models with branch heads (SIB-Net's BCM, §3.4) add ``branch_scores``: per
+        branch, the score of every label from that branch's own classifier, beside the fused ``scores``.
+        """
         people = []
         for p in self.people:
             entry: dict[str, Any] = {
                 "id": p.id,
+                "number": p.id + 1,
                 "face_box": _rounded(p.face_box, self.scale),
                 "body_box": _rounded(p.body_box, self.scale),
                 "face_source": p.face_source,
@@ -121,6 +132,13 @@ class Analysis:
                     "top": [[name, _finite(score)] for name, score in pred.top(p.id, self.labels, top_k)],
                     "scores": scores,
                 }
+                if pred.branch_scores is not None:
+                    model_entry["branch_scores"] = {
+                        branch: {
+                            label: _finite(s) for label, s in zip(self.labels, pred.branch_scores[p.id, b])
+                        }
+                        for b, branch in enumerate(BRANCHES)
+                    }
                 person_maps = self.maps.get(key, {}).get(p.id)
                 if person_maps is not None:
                     model_entry["target_score"] = _finite(person_maps.target_score)

@@ -38,6 +38,10 @@ class DetectorUnavailable(RuntimeError):
     missing)."""
 
 
+class WorkLimitExceeded(RuntimeError):
+    """A request would take more work than a server allows (a time budget ran out)."""
+
+
 class TrainingError(RuntimeError):
     """A run cannot proceed (diverged loss, incompatible resume state, too small a split)."""
 
@@ -53,6 +57,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PretrainedWeightsUnavailable,
     DetectorUnavailable,
     TrainingError,
+    WorkLimitExceeded,
 )
 
 

@@ -17,11 +17,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(analyzer: Analyzer | None = None) -> Iterator[tuple[str, Analyzer]]:
+def running_app(analyzer: Analyzer | None = None, **guard) -> Iterator[tuple[str, Analyzer]]:
+    """The app on a free port. Every test client is 127.0.0.1, so the per-client upload budget is raised
+    unless ``guard`` sets it (the tests of the limits do)."""
     analyzer = analyzer or Analyzer()
     demo = build_ui(analyzer)
     port = free_port()
-    kwargs = launch_kwargs("127.0.0.1", port, share=False)
+    guard = {"uploads_per_window": 10_000, "upload_bytes_per_window": 2**40, **guard}
+    kwargs = launch_kwargs("127.0.0.1", port, share=False, **guard)
     demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
     try:
         yield f"http://127.0.0.1:{port}/", analyzer

@@ -136,3 +136,20 @@ def svg_image() -> bytes:
 def corrupt_bytes() -> bytes:
     """Binary noise that is not any image format."""
     return np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+
+
+def crowd(n: int = 12, side: int = 200) -> np.ndarray:
+    """A 'crowd': ``n`` portraits (Grace Hopper and the astronaut, alternating, each ``side`` px wide) in a grid
+    of four columns, so MTCNN finds ``n`` faces."""
+    tiles = []
+    for i in range(n):
+        img = Image.fromarray(photo_rgb("grace_hopper" if i % 2 == 0 else "astronaut"))
+        tiles.append(np.asarray(img.resize((side, round(side * img.height / img.width)))))
+    h = max(t.shape[0] for t in tiles)
+    cols = 4
+    rows = -(-n // cols)
+    canvas = np.full((rows * h, cols * side, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        canvas[r * h : r * h + tile.shape[0], c * side : (c + 1) * side] = tile
+    return canvas

@@ -41,7 +41,7 @@ def test_predict_prints_people_and_writes_json_and_figure(tmp_path, capsys):
     )
     text = capsys.readouterr().out
     assert code == 0
-    assert "untrained weights" in text and "person 0" in text and "SIB-Net" in text
+    assert "untrained weights" in text and "person 1: face (" in text and "SIB-Net" in text
     data = json.loads(out_json.read_text())
     assert len(data["people"]) == 1 and set(data["people"][0]["models"]) == {"concat", "attention", "sibnet"}
     with Image.open(out_png) as img:

@@ -17,6 +17,7 @@ from demo.pipeline import NO_PERSON, UNTRAINED, Analyzer
 from sibnet.boxes import iou, scale_box
 from sibnet.checkpoints import CheckpointError
 from sibnet.distributed import resolve_device
+from sibnet.errors import WorkLimitExceeded
 from sibnet.io import ImageError
 from tests import _images
 
@@ -283,3 +284,52 @@ def test_a_non_default_input_recipe_is_the_same_in_the_dataset_and_the_pipeline(
     # ... and the default recipe would have served other pixels.
     default = InputTransform(48, 56)(analysis.image, record.face_box, record.body_box)
     assert not torch.allclose(default.face, triple.face)
+
+
+def test_weights_that_resolve_to_no_checkpoint_are_an_error(tmp_path, analyzer):
+    sibnet.create_model("sibnet", input_size=64, resize=68).save_pretrained(tmp_path / "one")
+    (tmp_path / "empty").mkdir()
+    kw = {"face_detector": analyzer.face_detector, "person_detector": False}
+    with pytest.raises(CheckpointError, match=r"single checkpoint.*--sibnet-weights"):
+        Analyzer(tmp_path / "one", **kw)
+    with pytest.raises(CheckpointError, match="holds none of the checkpoint folders"):
+        Analyzer(tmp_path / "empty", **kw)
+
+
+def test_non_finite_scores_are_refused(tmp_path, analyzer):
+    for key in ("sibnet", "concat", "attention"):
+        model = sibnet.create_model(key, input_size=64, resize=68)
+        if key == "concat":
+            with torch.no_grad():
+                next(iter(model.head.parameters())).fill_(float("nan"))
+        model.save_pretrained(tmp_path / key)
+    broken = Analyzer(tmp_path, face_detector=analyzer.face_detector, person_detector=False)
+    with pytest.raises(CheckpointError, match="Concatenation model produced invalid scores"):
+        broken.analyze(_images.photo_path("grace_hopper"))
+
+
+def test_a_crowd_is_bounded_to_the_largest_faces(analyzer):
+    from demo.pipeline import MAX_PEOPLE
+
+    result = analyzer.analyze(_images.crowd(10))
+    assert len(result.people) == MAX_PEOPLE
+    assert [p.id for p in result.people] == list(range(MAX_PEOPLE))
+    centres = [(p.face_box[0] + p.face_box[2]) / 2 for p in result.people]
+    assert any("4 more people were found but not analysed" in n for n in result.notices)
+    assert len(result.maps["sibnet"]) == MAX_PEOPLE and len(centres) == MAX_PEOPLE
+
+
+def test_the_time_budget_stops_a_slow_analysis(analyzer):
+    import time as _time
+
+    class Slow:
+        def detect(self, rgb):
+            _time.sleep(0.3)
+            return analyzer.face_detector.detect(rgb)
+
+    slow = Analyzer(
+        face_detector=Slow(), person_detector=False, untrained_overrides={"input_size": 64, "resize": 68}
+    )
+    with pytest.raises(WorkLimitExceeded, match="takes too long to analyse"):
+        slow.analyze(_images.photo_path("grace_hopper"), budget_s=0.1)
+    assert len(slow.analyze(_images.photo_path("grace_hopper"), budget_s=60).people) == 1
