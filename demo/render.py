@@ -37,7 +37,7 @@ BRANCH_TITLES = {"face": "face", "body": "body (face masked)", "scene": "scene (
 COMPOSITE_TITLE = "photo (all branches)"
 FIGURE_WIDTH_PX = 1200  # the wide layout
 NARROW_WIDTH_PX = 600  # the narrow layout, shown ~360-370 px wide on a phone (a 390 px screen, page margins)
-NARROW_FONT_PX = 18  # its smallest text: 18 × 360/600 ≈ 11 px on that screen
+NARROW_FONT_PX = 20  # its smallest text: shown 324-370 px wide, 20 px become 10.8-12 px on that screen
 PANEL_PX = 224  # branch-input resolution; the photo for the composite column is prepared at twice that
 FACE_COLOUR = (255, 208, 0)
 BODY_COLOUR = (0, 160, 255)
@@ -255,7 +255,7 @@ def _narrow(analysis: Analysis, person: int) -> np.ndarray:
     photo, s = _shrink(analysis.image, 2 * PANEL_PX)
     gap, caption = 8, 26
     panel = (width - 3 * gap) // 2
-    header = 72 if not analysis.trained else 44
+    header = 104 if not analysis.trained else 76
     title_h = 36
     block = title_h + 2 * (caption + panel) + gap
     bar_h = 46
@@ -264,21 +264,23 @@ def _narrow(analysis: Analysis, person: int) -> np.ndarray:
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
     target = analysis.target_name(person)
-    title = method_title(analysis.method, target)
+    bold = _font(NARROW_FONT_PX, bold=True)
     draw.text(
-        (width / 2, 18), title, fill=TEXT_COLOUR, font=_font(NARROW_FONT_PX + 2, bold=True), anchor="mm"
+        (width / 2, 18), method_title(analysis.method, target), fill=TEXT_COLOUR, font=bold, anchor="mm"
+    )
+    draw.text(
+        (width / 2, 46), _who(analysis, person), fill=TEXT_COLOUR, font=_font(NARROW_FONT_PX), anchor="mm"
     )
     if not analysis.trained:
         draw.text(
-            (width / 2, 50), "UNTRAINED WEIGHTS — meaningless", fill=WARNING_COLOUR, font=_font(NARROW_FONT_PX, bold=True),
-            anchor="mm",
-        )  # fmt: skip
+            (width / 2, 76), "UNTRAINED WEIGHTS — meaningless", fill=WARNING_COLOUR, font=bold, anchor="mm"
+        )
     titles = [*(BRANCH_TITLES[b] for b in BRANCHES), COMPOSITE_TITLE]
     tiles_at: list[tuple[np.ndarray | None, int, int]] = []
     for r, key in enumerate(keys):
         top = header + r * block
         score = analysis.maps[key][person].target_score
-        line = f"{MODELS[key]} · {_who(analysis, person)} · {_score_name(analysis)}({target}) = {score:.3f}"
+        line = f"{MODELS[key]} · {_score_name(analysis)}({target}) = {score:.3f}"
         draw.text(
             (gap, top + title_h / 2),
             line,
