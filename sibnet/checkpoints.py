@@ -5,7 +5,10 @@ loader, which builds models); this module finds and loads checkpoints.
 
 ``config.json`` holds the full :class:`ModelConfig` (model name, architecture, label names, input size,
 normalisation), so :func:`load_model` rebuilds the exact network from the checkpoint alone, then loads the
-tensors with strict key and shape matching. Only safetensors are read: nothing a user supplies is ever
+tensors with strict key and shape matching. The config is checked field by field first
+(:func:`~sibnet.models.serialization.read_config`), and the network it describes is built on the meta device
+and matched against the weights file's header before any memory is allocated, so a small hostile config
+cannot ask for a giant network. Only safetensors are read: nothing a user supplies is ever
 unpickled (a ``.pt``/``.bin`` file is refused with a message saying how to convert it).
 """
 
@@ -145,32 +148,54 @@ def load_model(
         source, subfolder=subfolder, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
     )
     config, training = read_config(config_path)
+    # Check the config against the weights file's header before allocating anything: a 1 kB config can ask
+    # for a terabyte-sized network ("fused_hidden": 10**12), and only the weights say what was trained.
     try:
-        model = build_model(config)
+        with torch.device("meta"):
+            skeleton = build_model(config)
     except ValueError as err:
         raise CheckpointError(f"{where}: {err}") from err
+    _check_shapes(_header_shapes(weights_path), skeleton, config, where)
+    del skeleton
+    model = build_model(config)
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{weights_path} is truncated or not a safetensors file: {err}") from err
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    _check_shapes({k: tuple(v.shape) for k, v in state.items()}, model, config, where)
+    model.load_state_dict(state, strict=True)
+    model.training_info = training  # type: ignore[attr-defined]
+    model.checkpoint_source = where  # type: ignore[attr-defined]
+    return model.to(device).eval()
+
+
+def _header_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header, reading no tensor data."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights_path), framework="pt") as file:
+            return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}  # noqa: SIM118 - safe_open is not iterable
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights_path} is truncated or not a safetensors file: {err}") from err
+
+
+def _check_shapes(
+    shapes: dict[str, tuple[int, ...]], model: torch.nn.Module, config: Any, where: str
+) -> None:
+    """The file holds exactly the model's tensors, each of the model's shape (strict matching)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
     if missing or unexpected:
         raise CheckpointError(
             f"{where}: the weights do not match architecture {config.name!r} of its config.json: "
             f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
-    wrong = [
-        (k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items() if state[k].shape != v.shape
-    ]
+    wrong = [(k, shapes[k], want) for k, want in expected.items() if shapes[k] != want]
     if wrong:
         key, got, want = wrong[0]
         raise CheckpointError(
             f"{where}: {len(wrong)} tensors have the wrong shape for {config.name!r} with {config.num_classes} "
             f"labels, e.g. {key}: {got} in the file, {want} expected (wrong label count or architecture?)"
         )
-    model.load_state_dict(state, strict=True)
-    model.training_info = training  # type: ignore[attr-defined]
-    model.checkpoint_source = where  # type: ignore[attr-defined]
-    return model.to(device).eval()
