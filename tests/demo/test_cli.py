@@ -112,3 +112,68 @@ def test_flags_win_over_their_environment_variables():
     assert settings["weights"] == "w" and settings["sibnet"] == "s" and settings["device"] == "cuda"
     assert settings["person_detector"] is False and settings["revision"] == "v1"
     assert analyzer_settings(parser.parse_args([]), {})["weights"] is None  # nothing set: untrained
+
+
+# --- issue 12: demo.explain never overwrites its own output --------------------------------------------------
+
+
+def test_explain_never_overwrites_its_own_output(tmp_path, capsys, shared_analyzer):
+    # Same stem in two folders, same stem with two suffixes, and one photo named twice: every output keeps
+    # its own name, names say which input they came from, and the printed count is what is on disk.
+    inputs = tmp_path / "in"
+    for folder in ("a", "b"):
+        (inputs / folder).mkdir(parents=True)
+        shutil.copy(_images.photo_path("grace_hopper"), inputs / folder / "photo.jpg")
+    with Image.open(_images.photo_path("grace_hopper")) as img:
+        img.save(inputs / "grace.webp")
+        img.save(inputs / "grace.tiff")
+    images = [
+        inputs / "a" / "photo.jpg",
+        inputs / "b" / "photo.jpg",
+        inputs / "grace.webp",
+        inputs / "grace.tiff",
+    ]
+    out = tmp_path / "out"
+    before = sorted(p for p in tmp_path.rglob("*") if out not in p.parents)
+    argv = ["--images", *map(str, images), str(inputs / "a" / "photo.jpg"), "--out", str(out)]
+    assert explain.main([*argv, "--no-person-detector"]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a__photo.json",
+        "a__photo_person0.png",
+        "b__photo.json",
+        "b__photo_person0.png",
+        "grace.tiff.json",
+        "grace.tiff_person0.png",
+        "grace.webp.json",
+        "grace.webp_person0.png",
+    ]
+    assert "4 of 4 photos analysed, 4 figures written" in printed
+    assert len(list(out.glob("*.png"))) == 4
+    assert {json.loads(p.read_text())["image"] for p in out.glob("*.json")} == set(map(str, images))
+    assert sorted(p for p in tmp_path.rglob("*") if out not in p.parents and p != out) == before
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        ["a/photo.jpg", "b/photo.jpg"],
+        ["x/grace.webp", "x/grace.tiff", "y/grace.webp"],
+        ["x/a b.jpg", "x/a_b.jpg", "x/a_b-2.jpg"],  # the same after sanitising, and a name like a counter
+        ["x/Photo.jpg", "x/photo.JPG"],  # one name on a case-insensitive disk
+        ["x/../../etc/passwd", "x/..jpg", "x/.hidden.png", "x/$(rm -rf ~).png", "x/" + "n" * 400 + ".jpg"],
+        ["p/a/x/photo.jpg", "q/a/x/photo.jpg"],
+    ],
+)
+def test_output_names_are_unique_safe_file_names(tmp_path, paths):
+    images = [tmp_path / "in" / p for p in paths]
+    names = explain.output_names(images)
+    assert set(names) == set(images)
+    assert len({n.casefold() for n in names.values()}) == len(images)
+    out = tmp_path / "out"
+    for name in names.values():
+        assert name and not name.startswith(".") and "/" not in name and "\\" not in name
+        assert len(name) <= explain.MAX_NAME + 3
+        assert (out / f"{name}_person12.json").resolve().parent == out.resolve()  # never outside --out
+    for image, name in names.items():  # each name carries (the end of) its own file's sanitised stem
+        assert explain._clean(image.stem or image.name)[-10:] in name
