@@ -23,7 +23,7 @@ def forward_flops(config: ModelConfig) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = build_model(config)
+        model = build_model(config).eval()  # eval: a 1-item batch must pass BatchNorm at any input size
         inputs = [torch.empty(1, 3, config.input_size, config.input_size) for _ in range(3)]
     counter = FlopCounterMode(display=False)
     with counter:
