@@ -14,7 +14,7 @@ export GRADIO_ANALYTICS_ENABLED ?= False
 export YOLO_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: install install-dev demo test test-fast lint format bench bench-cam browser clean
+.PHONY: install install-dev demo test test-fast lint format bench bench-cam browser weights publish clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,16 @@ bench: install-dev
 # CAM faithfulness of the three models on planted-cue data (trains them on the CPU: tens of minutes).
 bench-cam: install-dev
 	$(PY) benchmarks/cam_faithfulness.py $(ARGS)
+
+# The paper's Figure-5 set (SIB-Net, concatenation, attention; three seeds each, §4.2) trained and assembled into
+# weights/<dataset>/, then pushed to a Hub model repo. Rerun `make weights` to resume. See docs/REPRODUCE.md §7.
+#   make weights ARGS="--dataset emotic --data-root data/emotic"
+#   make publish ARGS="--weights weights/emotic --repo you/sibnet-emotic --dry-run"
+weights: install
+	$(PY) -m sibnet.recipe $(ARGS)
+
+publish: install
+	$(PY) -m sibnet.publish $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
