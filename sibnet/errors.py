@@ -46,6 +46,10 @@ class TrainingError(RuntimeError):
     """A run cannot proceed (diverged loss, incompatible resume state, too small a split)."""
 
 
+class PublishError(RuntimeError):
+    """Publishing cannot proceed: no token, a bad repo id, or the Hub refused (the message says which)."""
+
+
 # What the command lines report as ``error: ...`` (exit 2) instead of a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
@@ -58,6 +62,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     DetectorUnavailable,
     TrainingError,
     WorkLimitExceeded,
+    PublishError,
 )
 
 

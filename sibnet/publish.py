@@ -31,17 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sibnet.errors import USER_ERRORS, CheckpointError, error_message
+from sibnet.errors import USER_ERRORS, CheckpointError, PublishError, error_message
 from sibnet.models.serialization import CONFIG_NAME, WEIGHTS_NAME
 from sibnet.training.cards import FIGURE5, RESULTS_KEY, describe_results
 
 CARD_NAME = "README.md"
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-
-
-class PublishError(RuntimeError):
-    """Publishing cannot proceed: no token, a bad repo id, or the Hub refused (the message says which)."""
 
 
 # ---- what a loaded model says about itself (for the app) ---------------------------------------------------
@@ -298,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.space_readme is not None and name_weights_in_space_readme(args.space_readme, repo_id):
             print(f"{args.space_readme}: added models: {repo_id} to the front matter")
         print(f"use it: python app.py --weights {repo_id}   (on a Space: SIBNET_WEIGHTS={repo_id})")
-    except (*USER_ERRORS, PublishError, ValueError) as err:
+    except (*USER_ERRORS, ValueError) as err:
         if os.environ.get("SIBNET_DEBUG"):
             raise
         print(f"error: {error_message(err)}", file=sys.stderr)
