@@ -55,6 +55,8 @@ PLANTED_GROUP = "planted_caer"
 PLANTED_TESTS = (
     "tests/test_cam.py::test_trained_branch_maps_point_at_the_cue",
     "tests/training/test_planted_cue.py::test_sibnet_learns_planted_cues_caer_format",
+    "tests/test_attribution.py::test_planted",  # every test_planted* of these files
+    "tests/test_inference.py::test_planted",
 )
 # The longest work units, longest first (seconds on one thread): each worker starts on a long one instead of
 # finding several of them at the end of the run. The trained model's group comes before all of them.
