@@ -58,6 +58,10 @@ PLANTED_TESTS = (
     "tests/test_attribution.py::test_planted",  # every test_planted* of these files
     "tests/test_inference.py::test_planted",
 )
+# The same for the Figure-5 set the recipe trains and publishes (``published_weights``, tests/training/conftest).
+PUBLISHED_GROUP = "published_weights"
+PUBLISHED_TESTS = ("tests/training/test_recipe.py", "tests/demo/test_ui_trained.py")
+GROUPS = {PLANTED_GROUP: PLANTED_TESTS, PUBLISHED_GROUP: PUBLISHED_TESTS}
 # The longest work units, longest first (seconds on one thread): each worker starts on a long one instead of
 # finding several of them at the end of the run. The trained model's group comes before all of them.
 LONGEST_FIRST = (
@@ -76,10 +80,9 @@ def _seed() -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if PLANTED_GROUP in getattr(item, "fixturenames", ()) and not item.nodeid.startswith(PLANTED_TESTS):
-            raise pytest.UsageError(
-                f"{item.nodeid} uses {PLANTED_GROUP}: add it to PLANTED_TESTS in conftest.py"
-            )
+        for fixture, prefixes in GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()) and not item.nodeid.startswith(prefixes):
+                raise pytest.UsageError(f"{item.nodeid} uses {fixture}: add it to its group in conftest.py")
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine")
@@ -96,12 +99,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         _ordered = False
 
         def _split_scope(self, nodeid: str) -> str:
-            return PLANTED_GROUP if nodeid.startswith(PLANTED_TESTS) else nodeid.split("::", 1)[0]
+            group = next((g for g, prefixes in GROUPS.items() if nodeid.startswith(prefixes)), None)
+            return group or nodeid.split("::", 1)[0]
 
         def _priority(self, unit: tuple[str, dict]) -> tuple[int, int]:
             scope, tests = unit
-            if scope == PLANTED_GROUP:
-                return (0, 0)
+            if scope in GROUPS:  # the trained models' groups first, the one that trains longest first
+                return (0, list(GROUPS).index(scope))
             first = next(iter(tests))
             rank = next((i for i, p in enumerate(LONGEST_FIRST) if first.startswith(p)), len(LONGEST_FIRST))
             return (1 + rank, -len(tests))
