@@ -18,6 +18,17 @@ How it stays cheap and safe, while the CAM maths stays pytorch-grad-cam's:
 - Each call hooks its own module, never the shared model: concurrent requests on one model cannot mix their
   activations (DESIGN.md §4), and the model's parameters, gradients and train/eval mode are untouched.
 - Callers that already ran the backbone (the demo computes predictions first) pass ``features=`` and skip it.
+- A model in train mode is refused (ValueError): its backbone pass would use batch statistics and overwrite
+  every BatchNorm's running statistics, and its maps would not be the ones the model predicts with.
+- Eigen-CAM needs no head and no gradient: the first principal component of each cached final map is computed
+  directly with ``torch.linalg`` (:func:`eigen_projection`), batched over every branch of every item. It is the
+  projection pytorch-grad-cam's ``EigenCAM`` computes (``get_2d_projection``: centre the h·w positions, project
+  on the first right singular vector), with one difference: a singular vector's sign is arbitrary and the
+  library keeps whatever sign LAPACK returns, so the same map could come out inverted from one build to the
+  next; here the component is oriented so that its channel loadings sum to a positive number (the positions
+  where the channels fire more overall score higher). Whenever the library's sign agrees, the maps are its
+  maps (a test holds them to float rounding); otherwise they are its maps of the flipped component. Measured
+  on 2 shared cores: 9 maps of 7×7 in about 2 ms, where the library's numpy SVD took 3.6-8.3 s.
 
 The paper-style ``activation`` map is the channel mean of the final map (no gradient, no target).
 """
@@ -146,10 +157,50 @@ def _check_targets(targets: Sequence[int] | int, batch: int, num_classes: int) -
     return targets
 
 
+def _require_eval(model: nn.Module) -> None:
+    if model.training:
+        raise ValueError(
+            "the model is in train mode: call model.eval() before computing maps (in train mode its BatchNorm "
+            "layers would use batch statistics and overwrite their running statistics)"
+        )
+
+
 def model_features(model: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """The final maps of every branch, computed once without autograd (reuse them for predictions and CAMs)."""
+    """The final maps of every branch, computed once without autograd (reuse them for predictions and CAMs).
+
+    Raises:
+        ValueError: the model is in train mode.
+    """
+    _require_eval(model)
     with torch.no_grad():
         return tuple(model.forward_features(*inputs))
+
+
+def eigen_projection(stacked: torch.Tensor) -> np.ndarray:
+    """Each map of ``stacked`` (N, C, h, w) projected on its first principal component: (N, h, w) float32.
+
+    The h·w positions are the samples and the C channels the variables; the positions are centred per channel
+    (pytorch-grad-cam's ``get_2d_projection``; NaNs count as 0). The projection ``X v₁ = s₁ u₁`` comes from the
+    eigendecomposition of the smaller of the Gram matrix ``X Xᵀ`` (h·w × h·w) and the covariance ``Xᵀ X``
+    (C × C), in float64. The sign is fixed so that ``v₁``'s loadings sum to a positive number (see the module
+    docstring).
+    """
+    a = stacked.detach().to(torch.float64)
+    a = torch.where(torch.isnan(a), torch.zeros((), dtype=a.dtype, device=a.device), a)
+    n, c, h, w = a.shape
+    x = a.reshape(n, c, h * w).transpose(1, 2)  # (N, hw, C): positions × channels
+    x = x - x.mean(dim=1, keepdim=True)
+    if h * w <= c:
+        evals, evecs = torch.linalg.eigh(x @ x.transpose(1, 2))  # ascending eigenvalues
+        u = evecs[..., -1]  # (N, hw), unit norm
+        proj = u * evals[..., -1].clamp_min(0).sqrt()[:, None]  # s₁ u₁
+        loadings = (x.transpose(1, 2) @ u[..., None]).squeeze(-1)  # Xᵀ u₁ = s₁ v₁, same sign as v₁
+    else:
+        _, evecs = torch.linalg.eigh(x.transpose(1, 2) @ x)
+        loadings = evecs[..., -1]  # v₁ (N, C)
+        proj = (x @ loadings[..., None]).squeeze(-1)
+    sign = torch.where(loadings.sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
+    return (proj * sign[:, None]).reshape(n, h, w).float().cpu().numpy()
 
 
 def branch_cams(
@@ -172,9 +223,11 @@ def branch_cams(
         :class:`BranchCAMs` with maps (B, n, S, S) in [0, 1].
 
     Raises:
-        ValueError: unknown method, targets out of range, or inputs of the wrong shape (the model's message).
+        ValueError: unknown method, targets out of range, inputs of the wrong shape (the model's message), or
+            a model in train mode (:meth:`torch.nn.Module.eval` it first; nothing of it is changed).
     """
     method = check_method(method)
+    _require_eval(model)
     config = model.config
     size = config.input_size
     if features is None:
@@ -191,6 +244,12 @@ def branch_cams(
         raw = stacked.float().mean(dim=1).clamp_min(0).cpu().numpy()  # channel mean of the final map
         maps = scale_cam_image(raw, (size, size))
         logits = np.full(batch, np.nan, dtype=np.float32)
+    elif method == "eigencam":
+        # What BaseCAM does with the projection: ReLU, min-max + resize per map, then (aggregating its one
+        # target layer) ReLU and min-max again.
+        raw = np.maximum(eigen_projection(stacked), 0)
+        maps = scale_cam_image(np.maximum(scale_cam_image(raw, (size, size)), 0))
+        logits = _target_logits(model, features, targets)
     else:
         wrapper = _HeadForCAM(model.head, n).to(stacked.device)
         # Not `with cam:` - BaseCAM.__exit__ swallows IndexErrors; release the hooks explicitly instead.
@@ -206,6 +265,13 @@ def branch_cams(
     return BranchCAMs(maps, tuple(config.branches), method, targets, np.asarray(logits, dtype=np.float32))
 
 
+def _target_logits(model: nn.Module, features: Sequence[torch.Tensor], targets: Sequence[int]) -> np.ndarray:
+    """The fused logit of each item's target, from its final maps (what the gradient methods report)."""
+    with torch.no_grad():
+        logits = model.forward_head(tuple(f.detach().float() for f in features)).logits
+    return logits.float().cpu().numpy()[np.arange(len(targets)), list(targets)]
+
+
 def naive_branch_cams(
     model: nn.Module, inputs: Sequence[torch.Tensor], targets: Sequence[int] | int, method: str = "gradcam"
 ) -> BranchCAMs:
@@ -216,6 +282,7 @@ def naive_branch_cams(
     :func:`branch_cams` against (same maps) and to benchmark against (``benchmarks/``).
     """
     method = check_method(method)
+    _require_eval(model)
     if method == ACTIVATION:
         return branch_cams(model, inputs, targets, method)
     config = model.config

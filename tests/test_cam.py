@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pytorch_grad_cam.utils.image import scale_cam_image
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
 import sibnet
 from sibnet import cam as cam_mod
@@ -43,7 +45,7 @@ def _inputs(batch: int = 2, seed: int = 0) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize(
     ("name", "method"),
-    [("sibnet", m) for m in CAM_METHODS if m != "activation"]
+    [("sibnet", m) for m in CAM_METHODS if m not in ("activation", "eigencam")]
     + [(n, "gradcam") for n in ("attention", "concat", "scene")],
 )
 def test_one_pass_maps_equal_naive_per_branch_calls(name, method):
@@ -60,6 +62,87 @@ def test_one_pass_maps_equal_naive_per_branch_calls(name, method):
     with torch.no_grad():
         logits = model(*x).logits
     np.testing.assert_allclose(fast.target_logits, logits[[0, 1], [3, 7]].numpy(), rtol=1e-5)
+
+
+def _library_pipeline(projection: np.ndarray) -> np.ndarray:
+    """What pytorch-grad-cam's BaseCAM makes of an Eigen-CAM projection (N, h, w) with one target layer."""
+    return scale_cam_image(np.maximum(scale_cam_image(np.maximum(projection, 0), (SIZE, SIZE)), 0))
+
+
+@pytest.mark.parametrize("name", ["sibnet", "concat"])
+def test_eigencam_is_the_librarys_up_to_its_arbitrary_sign(name):
+    """Eigen-CAM from cached maps: the library's projection (its numpy SVD), oriented by our rule; where the
+    library's LAPACK sign agrees, the maps equal the library's full-network EigenCAM maps."""
+    model = _model(name)
+    agreeing = flipped = 0
+    for seed in range(3):
+        x = _inputs(2, seed)
+        fast = branch_cams(model, x, [3, 7], "eigencam")
+        naive = naive_branch_cams(model, x, [3, 7], "eigencam")
+        feats = model_features(model, x)
+        stacked = torch.stack(feats, dim=1).flatten(0, 1)  # item-major, as branch_cams stacks them
+        ours = cam_mod.eigen_projection(stacked)
+        library = get_2d_projection(stacked.numpy())
+        n = model.config.num_branches
+        for k in range(stacked.shape[0]):
+            i, b = divmod(k, n)
+            sign = 1.0 if float(np.sum(ours[k] * library[k])) >= 0 else -1.0
+            scale = float(np.abs(library[k]).max())
+            np.testing.assert_allclose(ours[k], sign * library[k], atol=1e-4 * scale)
+            if sign > 0:
+                agreeing += 1
+                np.testing.assert_allclose(fast.maps[i, b], naive.maps[i, b], atol=1e-4)
+            else:
+                flipped += 1
+            expected = _library_pipeline(sign * library[k : k + 1])[0]
+            np.testing.assert_allclose(fast.maps[i, b], expected, atol=1e-4)
+        np.testing.assert_allclose(fast.target_logits, naive.target_logits, rtol=1e-5)
+    assert agreeing > 0  # the equality with the library's own maps was checked
+
+
+def test_eigen_projection_orientation_and_both_decompositions():
+    """The orientation rule (loadings summing to a positive number) and the C × C route (h·w > C)."""
+    g = torch.Generator().manual_seed(0)
+    for shape in ((4, 512, 7, 7), (3, 8, 5, 6)):  # Gram route, covariance route
+        a = torch.randn(*shape, generator=g).relu()
+        a[0, :, 0, 0] = float("nan")  # counted as 0, as the library does
+        ours = cam_mod.eigen_projection(a)
+        assert ours.shape == (shape[0], *shape[2:]) and ours.dtype == np.float32
+        library = get_2d_projection(a.numpy())
+        for k in range(shape[0]):
+            x = np.nan_to_num(a[k].numpy().reshape(shape[1], -1).T.astype(np.float64))
+            x = x - x.mean(axis=0)
+            v1 = np.linalg.svd(x, full_matrices=False)[2][0]
+            v1 = v1 if v1.sum() >= 0 else -v1
+            np.testing.assert_allclose(ours[k].ravel(), x @ v1, rtol=1e-4, atol=1e-4 * np.abs(x @ v1).max())
+            np.testing.assert_allclose(
+                np.abs(ours[k]), np.abs(library[k]), atol=1e-3 * np.abs(library[k]).max()
+            )
+    assert not np.isnan(cam_mod.eigen_projection(torch.zeros(1, 4, 3, 3))).any()  # degenerate: all zero
+
+
+def test_a_model_in_train_mode_is_refused_and_left_as_it_was():
+    model = _model()
+    x = _inputs()
+    feats = model_features(model, x)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for method in CAM_METHODS:
+        with pytest.raises(ValueError, match=r"train mode.*model\.eval\(\)"):
+            branch_cams(model, x, [1, 2], method)
+        with pytest.raises(ValueError, match="train mode"):
+            branch_cams(model, None, [1, 2], method, features=feats)
+        with pytest.raises(ValueError, match="train mode"):
+            naive_branch_cams(model, x, [1, 2], method)
+    with pytest.raises(ValueError, match="train mode"):
+        model_features(model, x)
+    assert model.training  # refused, not switched
+    # no BatchNorm saw a batch: running statistics and counters are what they were
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.eval()
+    np.testing.assert_array_equal(
+        branch_cams(model, x, [1, 2]).maps, branch_cams(model, None, [1, 2], features=feats).maps
+    )
 
 
 def test_maps_depend_on_target_and_method():
