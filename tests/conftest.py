@@ -48,6 +48,8 @@ import torch  # noqa: E402
 if _WORKERS > 1:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+from tests._published import published_weights  # noqa: E402, F401 - one copy of the fixture for every module
+
 PLANTED_GROUP = "planted_caer"
 # The tests that use the shared trained model (the fixture ``planted_caer``): under xdist they form one work
 # unit, so one worker trains the model once and runs them all. Collection refuses a user of the fixture that

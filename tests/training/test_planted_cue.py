@@ -73,7 +73,19 @@ def test_sibnet_learns_planted_cues_emotic_format(tmp_path: Path):
     make_synthetic_emotic(
         root, n_train=420, n_val=84, n_test=1, size=96, seed=0, write_csv=False, repeat_single_cues=True
     )
-    argv = ["--dataset", "emotic", "--data-root", str(root), "--out", str(out), "--epochs", "3", *COMMON]
+    argv = [
+        "--dataset",
+        "emotic",
+        "--data-root",
+        str(root),
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--icm-expansion",
+        "1",
+        *COMMON,
+    ]
     untrained = _untrained_score(argv)
     assert untrained <= 0.6, f"an untrained model should be near chance, got mAP {untrained:.3f}"
     trained = _trained_score(argv, out)

@@ -27,7 +27,7 @@ from sibnet.training import recipe as recipe_impl
 from sibnet.training.cards import FIGURE5, select_seed
 from sibnet.training.reproduce import GPU_EFFECTIVE_FLOPS, forward_flops
 from tests._images import photo_rgb
-from tests.training.conftest import PublishedWeights
+from tests._published import PublishedWeights
 
 MODEL_FILES = {"config.json", "model.safetensors", "README.md"}
 

@@ -3,10 +3,11 @@
 ``published_weights`` runs ``python -m sibnet.recipe`` once per session on planted-cue EMOTIC-format data
 (SIB-Net, concatenation and attention, three seeds each, one step of 4 triples per seed at 32 px: the
 plumbing of the trained path, not learning), then ``python -m sibnet.publish --dry-run --staging`` into a
-folder holding exactly what the Hub repo would hold. Tests outside ``tests/training/`` use it with
-``from tests.training.conftest import published_weights  # noqa: F401`` in their module. Read-only: a test
-that changes files copies them first (``tests/training/test_recipe.py`` reruns the recipe on ``weights``,
-which rewrites it byte for byte; nobody writes to ``folder``).
+folder holding exactly what the Hub repo would hold. ``tests/conftest.py`` registers it for the whole suite
+(a module that imported it itself would get a second copy of the fixture, trained again), and its users form
+one xdist work unit (``PUBLISHED_TESTS`` there). Read-only: a test that changes files copies them first
+(``tests/training/test_recipe.py`` reruns the recipe on ``weights``, which rewrites it byte for byte; nobody
+writes to ``folder``).
 """
 
 from __future__ import annotations
