@@ -16,11 +16,13 @@ from typing import Any
 
 from demo.pipeline import MODELS, Analyzer
 from sibnet.cam import CAM_METHODS
+from sibnet.inference import PRECISIONS
 
 WEIGHTS_ENV = "SIBNET_WEIGHTS"  # folder or Hub repo id holding sibnet/, concat/, attention/
 MODEL_WEIGHTS_ENV = {key: f"SIBNET_WEIGHTS_{key.upper()}" for key in MODELS}  # one checkpoint per model
 REVISION_ENV = "SIBNET_WEIGHTS_REVISION"
 DEVICE_ENV = "SIBNET_DEVICE"
+PRECISION_ENV = "SIBNET_PRECISION"
 
 
 def add_analyzer_args(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +45,13 @@ def add_analyzer_args(parser: argparse.ArgumentParser) -> None:
         "--device",
         default=None,
         help=f"cpu, cuda, cuda:1... (env {DEVICE_ENV}; default: cuda when available)",
+    )
+    group.add_argument(
+        "--precision",
+        default=None,
+        choices=PRECISIONS,
+        help=f"backbone precision (env {PRECISION_ENV}; default auto: bf16 where the CPU or GPU computes it "
+        "natively, else fp32); heads and maps are fp32 always",
     )
     group.add_argument(
         "--yolo-weights", default=None, help="YOLO person-detector weights (env SIBNET_YOLO_WEIGHTS)"
@@ -77,6 +86,7 @@ def analyzer_settings(
         "weights": pick("weights", WEIGHTS_ENV),
         "revision": pick("revision", REVISION_ENV),
         "device": pick("device", DEVICE_ENV),
+        "precision": pick("precision", PRECISION_ENV) or "auto",
         "yolo_weights": getattr(args, "yolo_weights", None),
     }
     for key in MODELS:

@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in tqdm(images, desc="photos", unit="photo", file=sys.stderr):
         try:
             analysis = analyzer.analyze(path, target=target_arg(args.target), method=args.method)
+            analysis = analyzer.attribute(analysis)
         except (ValueError, OSError) as err:
             failed.append((path, str(err)))
             tqdm.write(f"skipped {path}: {err}", file=sys.stderr)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if not analysis.people:
             no_person += 1
         for person in analysis.people:
-            save_png(figure5(analysis, person.id), args.out / f"{stem}_person{person.id}.png")
+            save_png(figure5(analysis, person.id), args.out / f"{stem}_person{person.id + 1}.png")
             figures += 1
     ok = len(images) - len(failed)
     print(

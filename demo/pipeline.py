@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from demo.results import (
     ModelPrediction,
     PersonMaps,
 )
+from sibnet.attribution import BranchAttributions, branch_attributions
 from sibnet.boxes import box_area
 from sibnet.cam import BranchCAMs, branch_cams, check_method, resolve_target
 from sibnet.checkpoints import load_model
@@ -54,6 +55,7 @@ from sibnet.data.masking import BRANCHES, InputTransform, Triple, batch_triples
 from sibnet.detect import Person, pair_people
 from sibnet.distributed import resolve_device
 from sibnet.errors import CheckpointError, DetectorUnavailable, WorkLimitExceeded
+from sibnet.inference import InferenceModel, prepare, resolve_precision
 from sibnet.io import ANALYSIS_MAX_SIDE, ImageSource, LoadedImage, fit_within, load_image
 from sibnet.labels import EMOTIC_CATEGORIES
 from sibnet.models.registry import create_model
@@ -81,15 +83,20 @@ class ModelSource:
 @dataclass
 class _LoadedModel:
     key: str
-    model: torch.nn.Module
+    model: torch.nn.Module  # the float32 model: its head scores and explains
     trained: bool
     source: str
+    fast: (
+        InferenceModel  # its backbone laid out for the device (sibnet.inference): the forward users wait for
+    )
 
 
 @dataclass(frozen=True)
 class _Cached:
     features: dict[str, tuple[torch.Tensor, ...]]  # model key → final maps of all people
     regions: dict[InputTransform, list[tuple]]  # recipe → each person's branch regions (analysed pixels)
+    inputs: dict[InputTransform, tuple[torch.Tensor, ...]]  # recipe → the batched masked triples
+    attributions: dict[str, BranchAttributions] = field(default_factory=dict)  # model key → all people
 
 
 class _FeatureCache:
@@ -145,6 +152,8 @@ class Analyzer:
         face_detector, person_detector: ready detectors (tests, sharing); ``person_detector=False`` disables
             YOLO (bodies estimated from faces).
         untrained_overrides: ModelConfig overrides for untrained models (tests use small inputs).
+        precision: the backbones' precision, ``"auto"`` (bf16 where the device computes it natively, else
+            float32), ``"bf16"`` or ``"fp32"`` (:mod:`sibnet.inference`); heads and CAMs are float32 always.
 
     Raises:
         CheckpointError: a checkpoint asked for is missing/corrupt, or the three disagree on their labels.
@@ -163,8 +172,10 @@ class Analyzer:
         face_detector: Any = None,
         person_detector: Any = None,
         untrained_overrides: Mapping[str, Any] | None = None,
+        precision: str = "auto",
     ) -> None:
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.load_notices: list[str] = []
         self.load_timings: dict[str, float] = {}
         sources = figure5_sources(weights, {"sibnet": sibnet, "concat": concat, "attention": attention})
@@ -199,7 +210,8 @@ class Analyzer:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(UNTRAINED_SEED)
                 model = create_model(key, labels=EMOTIC_CATEGORIES, **overrides)
-            return _LoadedModel(key, model.to(self.device).eval(), False, "untrained")
+            model = model.to(self.device).eval()
+            return _LoadedModel(key, model, False, "untrained", prepare(model, self.device, self.precision))
         local = Path(source.path).expanduser()
         if source.subfolder is not None and local.is_dir() and not (local / source.subfolder).is_dir():
             self.load_notices.append(
@@ -211,7 +223,8 @@ class Analyzer:
             self.load_notices.append(
                 f"the {MODELS[key]} slot holds a {model.config.name!r} model ({source.path})"
             )
-        return _LoadedModel(key, model, True, getattr(model, "checkpoint_source", str(source.path)))
+        source_name = getattr(model, "checkpoint_source", str(source.path))
+        return _LoadedModel(key, model, True, source_name, prepare(model.eval(), self.device, self.precision))
 
     def _face_detector(self, given: Any) -> Any:
         start = time.perf_counter()
@@ -291,7 +304,8 @@ class Analyzer:
                 return self._empty(rgb, loaded.size, scale, method, notices, timings)
             report(0.35, "masking face, body and scene")
             triples = self._triples(rgb, people, timings)
-            features, predictions = self._predict(triples, timings, report)
+            inputs = self._batches(triples)
+            features, predictions = self._predict(inputs, timings, report)
             _check_budget(started, budget_s, "running the models")
             first = next(iter(triples.values()))
             analysis = Analysis(
@@ -311,7 +325,7 @@ class Analyzer:
                 timings=timings,
                 notices=tuple(dict.fromkeys(notices)),
             )
-            cached = _Cached(features, {t: [x.regions for x in ts] for t, ts in triples.items()})
+            cached = _Cached(features, _regions(triples), inputs)
             self._cache.put(analysis.key, cached)
             report(0.85, "computing branch maps")
             result = self._explain(analysis, person, target, method, cached)
@@ -336,6 +350,34 @@ class Analyzer:
         with self._lock:
             return self._explain(analysis, person, target, method, self._cached(analysis))
 
+    def attribute(self, analysis: Analysis, budget_s: float | None = None) -> Analysis:
+        """Add each model's exact face/body/scene attributions for every person (:mod:`sibnet.attribution`).
+
+        Computed once per analysis for every class at once (the coalitions' probabilities are kept), so a later
+        target change re-reads them without running a model. Concatenation and attention cost head evaluations
+        of cached maps; SIB-Net's mixed coalitions run through its backbone, all people in one batch.
+
+        Raises:
+            sibnet.errors.WorkLimitExceeded: the time budget ran out (checked between models).
+        """
+        if not analysis.people:
+            return analysis
+        started = time.perf_counter()
+        with self._lock:
+            cached = self._cached(analysis)
+            timings = dict(analysis.timings)
+            for key, entry in self.models.items():
+                if key in cached.attributions:
+                    continue
+                _check_budget(started, budget_s, "computing the contributions")
+                clock = time.perf_counter()
+                transform = entry.model.config.transform
+                cached.attributions[key] = branch_attributions(
+                    entry.fast, cached.inputs[transform], 0, features=cached.features[key]
+                )
+                timings[f"attribution {key}"] = _ms(clock)
+            return replace(analysis, attributions=dict(cached.attributions), timings=timings)
+
     def features(self, analysis: Analysis) -> dict[str, tuple[torch.Tensor, ...]]:
         """Each model's final branch maps for the people of ``analysis`` (what :meth:`explain` starts from):
         from the cache, or recomputed from the analysis when they have left it."""
@@ -347,8 +389,9 @@ class Analyzer:
         if cached is None:  # evicted (or another analyzer's analysis): recompute from the analysis itself
             timings: dict[str, float] = {}
             triples = self._triples(analysis.image, analysis.people, timings)
-            features, _ = self._predict(triples, timings, lambda fraction, stage: None)
-            cached = _Cached(features, {t: [x.regions for x in ts] for t, ts in triples.items()})
+            inputs = self._batches(triples)
+            features, _ = self._predict(inputs, timings, lambda fraction, stage: None)
+            cached = _Cached(features, _regions(triples), inputs)
             self._cache.put(analysis.key, cached)
         return cached
 
@@ -356,11 +399,9 @@ class Analyzer:
         """Each model's input batch for the people of ``analysis``, exactly as :meth:`analyze` built it (masked
         triples from the analysed image, stacked, on the analyzer's device); for benchmarks and custom CAM calls.
         """
-        triples = self._triples(analysis.image, analysis.people, {})
-        return {
-            key: batch_triples(triples[e.model.config.transform], self.device)
-            for key, e in self.models.items()
-        }
+        with self._lock:
+            inputs = self._cached(analysis).inputs
+        return {key: inputs[e.model.config.transform] for key, e in self.models.items()}
 
     # --- stages ---
 
@@ -409,9 +450,14 @@ class Analyzer:
         timings["masking"] = _ms(clock)
         return out
 
+    def _batches(
+        self, triples: dict[InputTransform, list[Triple]]
+    ) -> dict[InputTransform, tuple[torch.Tensor, ...]]:
+        return {t: batch_triples(ts, self.device) for t, ts in triples.items()}
+
     def _predict(
         self,
-        triples: dict[InputTransform, list[Triple]],
+        inputs: dict[InputTransform, tuple[torch.Tensor, ...]],
         timings: dict[str, float],
         report: Callable[[float, str], None],
     ) -> tuple[dict[str, tuple[torch.Tensor, ...]], dict[str, ModelPrediction]]:
@@ -420,10 +466,9 @@ class Analyzer:
         for step, (key, entry) in enumerate(self.models.items()):
             report(0.4 + 0.15 * step, f"running {MODELS[key]}")
             clock = time.perf_counter()
-            batch = batch_triples(triples[entry.model.config.transform], self.device)
-            with torch.no_grad():
-                feats = tuple(entry.model.forward_features(*batch))
-                out = entry.model.forward_head(feats)
+            batch = inputs[entry.model.config.transform]
+            feats = entry.fast.features(*batch)
+            out = entry.fast.head(feats)
             features[key] = feats
             branch = None
             if out.branch_logits is not None:
@@ -513,6 +558,10 @@ def _check_weights_folder(weights: str | Path | None, sources: Mapping[str, Mode
             "sibnet/, concat/ and attention/"
         )
     raise CheckpointError(f"{local} holds none of the checkpoint folders sibnet/, concat/, attention/")
+
+
+def _regions(triples: Mapping[InputTransform, Sequence[Triple]]) -> dict[InputTransform, list[tuple]]:
+    return {t: [x.regions for x in ts] for t, ts in triples.items()}
 
 
 def _ms(start: float) -> float:

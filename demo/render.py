@@ -7,6 +7,7 @@
   at least 10 px tall when a phone shows the image at its ~370 px width). Overlays are pytorch-grad-cam's
   ``show_cam_on_image`` (OpenCV's JET colormap, which the colour bar reproduces).
 - :func:`branch_strip` — the three masked branch inputs of one person, side by side.
+- :func:`attribution_chart` — how much face, body and scene each moved every model's score (one shared axis).
 - :func:`people_overlay` — the photo with every person's face and body boxes, numbered from 1; estimated boxes
   are dashed (:data:`LEGEND` says so in words).
 
@@ -395,6 +396,58 @@ def person_at(analysis: Analysis, x: float, y: float) -> int | None:
 
 def _inside(box: Sequence[float], x: float, y: float) -> bool:
     return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+
+ATTRIBUTION_WIDTH_PX = 600  # shown ~370 px wide on a phone, like the narrow figure: text ≥ NARROW_FONT_PX
+BRANCH_COLOURS = {"face": FACE_COLOUR, "body": BODY_COLOUR, "scene": (60, 170, 90)}
+
+
+def attribution_chart(analysis: Analysis, person: int | None = None) -> np.ndarray:
+    """Per model, a bar per branch: how much it moved the probability of the person's target (Shapley values).
+
+    Every model shares one axis, centred on zero, so bars compare across branches *and* models (unlike the
+    maps, each scaled on its own). Each row gives the model's no-evidence score → its prediction; its bars add
+    up to the difference. Needs :meth:`demo.pipeline.Analyzer.attribute` to have run.
+
+    Raises:
+        ValueError: no attributions in ``analysis``, or no such person.
+    """
+    person = _resolve_person(analysis, person)
+    rows = [(key, analysis.attribution(key, person)) for key in MODELS if key in analysis.predictions]
+    rows = [(key, a) for key, a in rows if a is not None]
+    if not rows:
+        raise ValueError("no attributions in this analysis: run Analyzer.attribute first")
+    font, bold, small = _font(NARROW_FONT_PX), _font(NARROW_FONT_PX + 2, True), _font(NARROW_FONT_PX - 2)
+    width, label_w, pad, bar_h, gap = ATTRIBUTION_WIDTH_PX, 78, 14, 26, 8
+    row_h = 36 + len(BRANCHES) * (bar_h + gap) + 12
+    header_h = 64
+    image = Image.new("RGB", (width, header_h + row_h * len(rows) + 8), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((pad, 8), f"Contributions to {rows[0][1]['target']}", fill=TEXT_COLOUR, font=bold)
+    draw.text((pad, 38), f"{_who(analysis, person)} · one scale for all bars", fill=MUTED_COLOUR, font=small)
+    values = [v or 0.0 for _, a in rows for v in a["values"].values()]
+    span = max(0.05, *(abs(v) for v in values)) * 1.05
+    left, right = pad + label_w, width - pad - 76
+    zero = (left + right) / 2
+    unit = (right - left) / 2 / span
+    y = header_h
+    for key, a in rows:
+        before, after = a["score_none"] or 0.0, a["score_all"] or 0.0
+        draw.text((pad, y + 4), MODELS[key], fill=TEXT_COLOUR, font=bold)
+        title_w = draw.textlength(MODELS[key], font=bold)
+        change = f"p {before:.2f} with nothing → {after:.2f} with all"
+        draw.text((pad + title_w + 12, y + 6), change, fill=MUTED_COLOUR, font=font)
+        top = y + 36
+        draw.line([(zero, top - 2), (zero, top + len(BRANCHES) * (bar_h + gap))], fill=MUTED_COLOUR, width=2)
+        for b, branch in enumerate(BRANCHES):
+            v = a["values"].get(branch) or 0.0
+            by = top + b * (bar_h + gap)
+            draw.text((pad, by + 1), branch, fill=TEXT_COLOUR, font=font)
+            x1 = zero + v * unit
+            draw.rectangle([min(zero, x1), by, max(zero, x1), by + bar_h], fill=BRANCH_COLOURS[branch])
+            draw.text((right + 8, by + 1), f"{v:+.3f}", fill=TEXT_COLOUR, font=font)
+        y += row_h
+    return np.asarray(image)
 
 
 # zlib level for PNGs: measured on the 1200 × 865 Figure-5 grid on 2 cores, level 1 took 70-78 ms and level 6

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from sibnet.attribution import BranchAttributions, shapley_values
 from sibnet.boxes import Box, scale_box
 from sibnet.cam import ProjectedMap, composite_map, project_map
 from sibnet.data.masking import BRANCHES
@@ -96,6 +97,8 @@ class Analysis:
     device: str
     timings: dict[str, float]  # stage → milliseconds
     notices: tuple[str, ...]
+    # model key → every person's branch attributions for every class (Analyzer.attribute; empty until then)
+    attributions: dict[str, BranchAttributions] = field(default_factory=dict)
 
     @property
     def trained(self) -> bool:
@@ -104,11 +107,33 @@ class Analysis:
     def target_name(self, person: int = 0) -> str:
         return self.labels[self.targets[person]]
 
+    def attribution(self, key: str, person: int) -> dict[str, Any] | None:
+        """Model ``key``'s branch attributions for ``person``'s current target, or None before
+        :meth:`demo.pipeline.Analyzer.attribute` ran.
+
+        Returns ``{"target", "values": {branch: φ}, "score_all", "score_none", "coalitions": {"face+body": p,
+        ...}}``: the Shapley values of the target's probability, which add up to ``score_all − score_none``.
+        """
+        attr = self.attributions.get(key)
+        if attr is None or person not in self.targets:
+            return None
+        target = self.targets[person]
+        scores = attr.probabilities[person, :, target].astype(np.float64)
+        values = shapley_values(scores[None])[0]
+        return {
+            "target": self.labels[target],
+            "values": {b: _finite(v) for b, v in zip(attr.branches, values)},
+            "score_all": _finite(scores[-1]),
+            "score_none": _finite(scores[0]),
+            "coalitions": {"+".join(c) or "none": _finite(v) for c, v in zip(attr.coalitions, scores)},
+        }
+
     def to_json(self, top_k: int = 5) -> dict[str, Any]:
         """A JSON-ready summary of everything shown (no image arrays); boxes in original-photo pixels.
 
         People carry a 0-based ``id`` (what the Python API and the HTTP API take) and the ``number`` screens show
-        (``id + 1``, left to right). Models with branch heads (SIB-Net's BCM, §3.4) add ``branch_scores``: per
+        (``id + 1``, left to right). After :meth:`~demo.pipeline.Analyzer.attribute`, each model of each person
+        has an ``attribution`` (see :meth:`attribution`). Models with branch heads (SIB-Net's BCM, §3.4) add ``branch_scores``: per
         branch, the score of every label from that branch's own classifier, beside the fused ``scores``.
         """
         people = []
@@ -142,6 +167,9 @@ class Analysis:
                 person_maps = self.maps.get(key, {}).get(p.id)
                 if person_maps is not None:
                     model_entry["target_score"] = _finite(person_maps.target_score)
+                attribution = self.attribution(key, p.id)
+                if attribution is not None:
+                    model_entry["attribution"] = attribution
                 entry["models"][key] = model_entry
             people.append(entry)
         return {

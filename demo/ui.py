@@ -38,7 +38,7 @@ from PIL import Image
 from starlette.middleware import Middleware
 
 from demo.pipeline import MAX_PEOPLE, Analyzer
-from demo.render import LEGEND, branch_strip, figure5, people_overlay, person_at, save_png
+from demo.render import LEGEND, attribution_chart, branch_strip, figure5, people_overlay, person_at, save_png
 from demo.results import MODELS, NO_PERSON, UNTRAINED, Analysis
 from demo.server import DISK_CAP_BYTES, OUTPUT_MAX_AGE_S, OutputStore, RequestGuard
 from demo.uploads import MAX_UPLOAD_MB, Refusal, accept, display_stem
@@ -94,6 +94,10 @@ not *how much* it matters compared with another branch or model.
 **Columns.** *face*: the face crop; *body*: the body with the face blacked out; *scene*: the whole photo with
 the body blacked out (the paper's masked inputs, Eq. 3); *photo*: the three maps put back where each branch's
 input came from (scene first, then body, then face on top).
+
+**How much each branch mattered** is what the contributions chart answers (the button below the figure): each
+bar is the change a branch made to the model's probability of the target, between all three inputs blank and
+the photo, and all bars share one scale.
 
 **The score** beside each row is that model's probability for the target (sigmoid for the 26 EMOTIC
 categories, which are not exclusive; softmax for CAER-S's 7 classes). Untrained weights give meaningless
@@ -194,7 +198,7 @@ def _details(analysis: Analysis, analyzer: Analyzer) -> str:
     """The operator's view, collapsed: device, per-stage milliseconds, where each model came from."""
     main = ["intake", "detect faces", "detect persons", "masking"]
     stages = [f"{k} {analysis.timings[k]:.0f}" for k in main if k in analysis.timings]
-    for prefix in ("forward", "cam"):
+    for prefix in ("forward", "cam", "attribution"):
         total = sum(v for k, v in analysis.timings.items() if k.startswith(prefix + " "))
         if total:
             stages.append(f"{prefix} {total:.0f}")
@@ -205,6 +209,31 @@ def _details(analysis: Analysis, analyzer: Analyzer) -> str:
     )
     detector = "person detector: " + ("YOLO" if analyzer.person_detector is not None else "none")
     return f"Device {analysis.device} · {' · '.join(stages)} ms  \n{weights} · {detector}"
+
+
+SHORT_TITLES = {"concat": "Concat."}  # table headers narrow enough for a phone
+ATTRIBUTE_LABEL = "How much did face, body and scene each contribute?"
+ATTRIBUTION_NOTE = (
+    "Each bar is how much one branch moved that model's probability of **{target}**: from its score with all "
+    "three inputs blank (no evidence) to its score on this photo. A model's three bars add up to that change, "
+    "and all bars share one scale, so they compare across branches and models (the maps cannot: each is scaled "
+    "on its own). They are exact Shapley values over the 8 ways of showing or blanking face, body and scene; "
+    "the table lists the score of each."
+)
+
+
+def _coalition_rows(analysis: Analysis, person: int) -> list[list[Any]]:
+    """Rows: which branches were shown (the others blank), then each model's target probability."""
+    found = {key: analysis.attribution(key, person) for key in MODELS}
+    found = {key: a for key, a in found.items() if a is not None}
+    if not found:
+        return []
+    names = list(next(iter(found.values()))["coalitions"])
+    pretty = {"none": "none (all blank)", "face+body+scene": "all (the photo)"}
+    return [
+        [pretty.get(name, name.replace("+", " + ")), *(round(found[k]["coalitions"][name], 3) for k in found)]
+        for name in names
+    ]
 
 
 def _person_choices(analysis: Analysis) -> list[tuple[str, int]]:
@@ -316,9 +345,7 @@ class DemoApp:
         base = f"{stem}_person-{person + 1}_{analysis.method.replace('+', 'plus')}_{target}"
         people = folder / f"{stem}_people.jpg"
         Image.fromarray(people_overlay(analysis, selected=person)).save(people, quality=JPEG_QUALITY)
-        data = {**analysis.to_json(), "selected_person": person, "photo": stem}
-        json_path = folder / f"{stem}_analysis.json"
-        json_path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        json_path = self._json_file(analysis, person, stem, folder)
         return {
             "people": str(people),
             "wide": str(save_png(figure5(analysis, person), folder / f"{base}.png")),
@@ -329,6 +356,36 @@ class DemoApp:
                 save_png(branch_strip(analysis, person), folder / f"{stem}_person-{person + 1}_inputs.png")
             ),
             "json": str(json_path),
+        }
+
+    def _json_file(self, analysis: Analysis, person: int, stem: str, folder: Path | None = None) -> str:
+        """The download of everything shown, as JSON."""
+        data = {**analysis.to_json(), "selected_person": person, "photo": stem}
+        path = (folder or self.store.new_folder()) / f"{stem}_analysis.json"
+        path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        return str(path)
+
+    def _attribution_view(self, analysis: Analysis, person: int, stem: str) -> dict:
+        """The contributions panel: the chart and table once computed, else the button that computes them."""
+        c = self.c
+        done = bool(analysis.attributions) and bool(analysis.people)
+        if not done:
+            return {
+                c["attribute"]: gr.update(interactive=bool(analysis.people), visible=True),
+                c["attribution"]: gr.update(value=None, visible=False),
+                c["attribution_note"]: gr.update(value="", visible=False),
+                c["attribution_table"]: gr.update(value=[], visible=False),
+            }
+        path = self.store.new_folder() / f"{stem}_person-{person + 1}_contributions.png"
+        return {
+            c["attribute"]: gr.update(interactive=False, visible=False),
+            c["attribution"]: gr.update(
+                value=str(save_png(attribution_chart(analysis, person), path)), visible=True
+            ),
+            c["attribution_note"]: gr.update(
+                value=ATTRIBUTION_NOTE.format(target=analysis.target_name(person)), visible=True
+            ),
+            c["attribution_table"]: gr.update(value=_coalition_rows(analysis, person), visible=True),
         }
 
     def _maps_view(self, analysis: Analysis, person: int, stem: str) -> dict:
@@ -349,6 +406,7 @@ class DemoApp:
             c["download_figure"]: gr.update(value=files["wide"], interactive=True),
             c["download_json"]: gr.update(value=files["json"], interactive=True),
             c["message"]: "",
+            **self._attribution_view(analysis, person, stem),
         }
 
     def _full_view(self, analysis: Analysis, person: int, stem: str) -> dict:
@@ -367,6 +425,7 @@ class DemoApp:
                 c["branch_table"]: gr.update(value=[], visible=False),
                 c["download_figure"]: gr.update(value=None, interactive=False),
                 c["download_json"]: gr.update(value=None, interactive=False),
+                **self._attribution_view(analysis, 0, stem),
                 c["message"]: "No person was found in this photo: no face was detected. Try a photo where "
                 "faces are visible and at least about 20 pixels tall.",
             }
@@ -397,6 +456,8 @@ class DemoApp:
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> dict:
         """A new photo: detection, the three models, all maps."""
+        if isinstance(photo, Refusal):  # not shown as a broken image in the input; the last result stays
+            return {**self._failed(UserError(photo.message)), self.c["photo"]: None}
         try:
             path = self._photo(photo)
             analysis = self._analysis(
@@ -457,12 +518,33 @@ class DemoApp:
             return self._failed(err)
 
     @gpu
+    def attribute(self, analysis: Analysis | None, stem: str, person: Any) -> dict:
+        """The contributions of face, body and scene (on demand: about the cost of one more analysis)."""
+        if analysis is None or not analysis.people:
+            return {}
+        try:
+            person = self._person(person, analysis)
+            updated = self.analyzer.attribute(analysis, budget_s=REQUEST_BUDGET_S)
+            json_path = self._json_file(
+                updated, person, stem
+            )  # the figure and the other panels stay as they are
+            return {
+                self.c["state"]: updated,
+                self.c["download_json"]: gr.update(value=json_path, interactive=True),
+                self.c["message"]: "",
+                **self._attribution_view(updated, person, stem),
+            }
+        except Exception as err:  # noqa: BLE001 - see analyze
+            return self._failed(err)
+
+    @gpu
     def api_analyze(self, photo: Any, method: Any, target: Any, person: Any) -> tuple:
         """API endpoint: (photo, method, target, person) → (predictions JSON, Figure-5 PNG of that person)."""
         try:
             path = self._photo(photo)
             method, target = self._method(method), self._target(target)
             analysis = self._analysis(path, method, target)
+            analysis = self.analyzer.attribute(analysis, budget_s=REQUEST_BUDGET_S)
             data = analysis.to_json()
             if not analysis.people:
                 return data, None
@@ -579,6 +661,22 @@ def build_ui(
                     interactive=False,
                     elem_id="figure-narrow",
                 )
+                c["attribute"] = gr.Button(
+                    ATTRIBUTE_LABEL, interactive=False, elem_id="attribute", variant="secondary"
+                )
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=1, min_width=280):
+                        c["attribution"] = gr.Image(
+                            label="Contributions of face, body and scene", show_label=False, format="png",
+                            interactive=False, visible=False, elem_id="attribution",
+                        )  # fmt: skip
+                    with gr.Column(scale=1, min_width=280):
+                        c["attribution_note"] = gr.Markdown(visible=False, elem_id="attribution-note")
+                        c["attribution_table"] = gr.Dataframe(
+                            headers=["branches shown", *(SHORT_TITLES.get(k, t) for k, t in MODELS.items())],
+                            label="Target probability with only these branches shown (the others blank)",
+                            interactive=False, visible=False, elem_id="attribution-table", wrap=True,
+                        )  # fmt: skip
                 with gr.Accordion("How to read this", open=False, elem_id="how-to-read"):
                     gr.Markdown(HOW_TO_READ)
                 c["branch_table"] = gr.Dataframe(
@@ -604,7 +702,7 @@ def build_ui(
         common = {"concurrency_id": CONCURRENCY_ID, "concurrency_limit": 1}
         progress_here = {"show_progress": "minimal", "show_progress_on": [c["message"]]}
         analysis_event = run.click(
-            app.analyze, [photo, c["method"], c["target"]], every, api_name="ui_analyze",
+            app.analyze, [photo, c["method"], c["target"]], [photo, *every], api_name="ui_analyze",
             api_visibility="private", **common, **progress_here,
         )  # fmt: skip
         analysis_event.then(None, js=SCROLL_TO_RESULTS)
@@ -632,6 +730,10 @@ def build_ui(
             **common,
             **progress_here,
         )
+        c["attribute"].click(
+            app.attribute, [c["state"], c["stem"], c["person"]], every, api_name="ui_attribute",
+            api_visibility="private", **common, **progress_here,
+        )  # fmt: skip
         for name, control in (("method", c["method"]), ("target", c["target"])):
             control.select(  # .input fires twice per choice in Gradio 6.31; .select once
                 app.reexplain, [c["state"], c["stem"], c["person"], c["method"], c["target"]], every,

@@ -44,6 +44,13 @@ def test_predict_prints_people_and_writes_json_and_figure(tmp_path, capsys):
     assert "untrained weights" in text and "person 1: face (" in text and "SIB-Net" in text
     data = json.loads(out_json.read_text())
     assert len(data["people"]) == 1 and set(data["people"][0]["models"]) == {"concat", "attention", "sibnet"}
+    # a column per branch: the printed contributions are the JSON's, to the person's target
+    target = data["people"][0]["target"]
+    assert f"(contributions to {target})" in text
+    for key, title in (("concat", "Concatenation"), ("attention", "Attention"), ("sibnet", "SIB-Net")):
+        values = data["people"][0]["models"][key]["attribution"]["values"]
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(title))
+        assert line.split()[-3:] == [f"{values[b]:+.3f}" for b in ("face", "body", "scene")]
     with Image.open(out_png) as img:
         assert img.format == "PNG" and img.width == 1200
 
@@ -75,12 +82,17 @@ def test_explain_writes_figures_for_a_folder_and_counts_failures(tmp_path, capsy
     assert "broken.jpg" in captured.out
     assert sorted(p.name for p in out.iterdir()) == [
         "hopper.json",
-        "hopper_person0.png",
+        "hopper_person1.png",
         "zidane.json",
-        "zidane_person0.png",
         "zidane_person1.png",
+        "zidane_person2.png",
     ]
-    assert json.loads((out / "zidane.json").read_text())["method"] == "layercam"
+    zidane = json.loads((out / "zidane.json").read_text())
+    assert zidane["method"] == "layercam"
+    assert all(
+        set(m["attribution"]["values"]) == {"face", "body", "scene"}
+        for m in zidane["people"][1]["models"].values()
+    )
     # all good → exit 0
     assert (
         explain.main(["--images", str(photos / "hopper.jpg"), "--out", str(out), "--no-person-detector"]) == 0
@@ -94,12 +106,14 @@ def test_flags_win_over_their_environment_variables():
         "SIBNET_WEIGHTS_REVISION": "v1",
         "SIBNET_DEVICE": "cpu",
     }
+    assert analyzer_settings(None, {"SIBNET_PRECISION": "fp32"})["precision"] == "fp32"
     parser = photo_cli_parser("test", "test")
     from_env = analyzer_settings(parser.parse_args([]), env)
     assert from_env == {
         "weights": "env/weights",
         "revision": "v1",
         "device": "cpu",
+        "precision": "auto",
         "yolo_weights": None,
         "sibnet": "env/sibnet",
         "concat": None,
@@ -140,13 +154,13 @@ def test_explain_never_overwrites_its_own_output(tmp_path, capsys, shared_analyz
     printed = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
         "a__photo.json",
-        "a__photo_person0.png",
+        "a__photo_person1.png",
         "b__photo.json",
-        "b__photo_person0.png",
+        "b__photo_person1.png",
         "grace.tiff.json",
-        "grace.tiff_person0.png",
+        "grace.tiff_person1.png",
         "grace.webp.json",
-        "grace.webp_person0.png",
+        "grace.webp_person1.png",
     ]
     assert "4 of 4 photos analysed, 4 figures written" in printed
     assert len(list(out.glob("*.png"))) == 4

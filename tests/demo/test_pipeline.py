@@ -58,13 +58,13 @@ def test_real_photos_end_to_end(analyzer, name):
 def test_all_people_go_through_each_model_as_one_batch(analyzer, monkeypatch):
     calls: dict[str, list[int]] = {}
     for key, entry in analyzer.models.items():
-        original = entry.model.forward_features
+        original = entry.fast.features  # the prepared backbone (sibnet.inference) the analyzer runs
 
         def counting(*inputs, _key=key, _orig=original):
             calls.setdefault(_key, []).append(inputs[0].shape[0])
             return _orig(*inputs)
 
-        monkeypatch.setattr(entry.model, "forward_features", counting)
+        monkeypatch.setattr(entry.fast, "features", counting)
     result = analyzer.analyze(_images.photo_path("zidane"))
     assert calls == {key: [len(result.people)] for key in ("concat", "attention", "sibnet")}
     # explain() reuses the backbone pass: no further forward_features call.
@@ -74,6 +74,44 @@ def test_all_people_go_through_each_model_as_one_batch(analyzer, monkeypatch):
     assert set(again.targets.values()) == {anger} and again.method == "layercam"
     assert not np.allclose(again.maps["sibnet"][0].maps["face"], result.maps["sibnet"][0].maps["face"])
     assert again.predictions is result.predictions
+
+
+def test_attributions_add_up_follow_the_target_and_are_computed_once(analyzer, monkeypatch):
+    """Issue 15 in the pipeline: every model, every person; efficient; re-targeting costs no model call."""
+    result = analyzer.analyze(_images.photo_path("zidane"))
+    assert (
+        result.attributions == {} and "attribution" not in result.to_json()["people"][0]["models"]["sibnet"]
+    )
+    attributed = analyzer.attribute(result)
+    assert set(attributed.attributions) == {"concat", "attention", "sibnet"}
+    for key, pred in attributed.predictions.items():
+        for p in attributed.people:
+            a = attributed.attribution(key, p.id)
+            target = attributed.targets[p.id]
+            assert a["target"] == attributed.labels[target]
+            assert sum(a["values"].values()) == pytest.approx(a["score_all"] - a["score_none"], abs=1e-4)
+            # "all branches shown" is the prediction the app shows; "none" is the same for every person
+            assert a["score_all"] == pytest.approx(float(pred.scores[p.id, target]), abs=1e-4)
+            assert (
+                a["coalitions"]["face+body+scene"] == a["score_all"]
+                and a["coalitions"]["none"] == a["score_none"]
+            )
+        nothing = attributed.attributions[key].probabilities[:, 0]  # (people, classes) with every input blank
+        np.testing.assert_allclose(nothing, np.broadcast_to(nothing[:1], nothing.shape), atol=1e-5)
+    # another target: the attributions are re-read for it, no backbone and no attribution pass again
+    calls = []
+    for entry in analyzer.models.values():
+        monkeypatch.setattr(entry.fast, "features", lambda *a, _c=calls: _c.append(1))
+    monkeypatch.setattr("demo.pipeline.branch_attributions", lambda *a, **k: calls.append(2))
+    anger = analyzer.labels.index("Anger")
+    again = analyzer.explain(attributed, target="Anger")
+    assert calls == [] and again.attribution("sibnet", 0)["target"] == "Anger"
+    assert again.attributions["sibnet"].probabilities[0, -1, anger] == pytest.approx(
+        float(again.predictions["sibnet"].scores[0, anger]), abs=1e-4
+    )
+    assert analyzer.attribute(again).attributions == again.attributions and calls == []
+    data = json.loads(json.dumps(again.to_json(), allow_nan=False))
+    assert data["people"][1]["models"]["attention"]["attribution"]["target"] == "Anger"
 
 
 def test_explain_one_person_and_bad_requests(analyzer):
@@ -109,13 +147,15 @@ def test_large_photo_is_bounded_and_reported_in_original_pixels(analyzer):
     assert scale_box(projected["scene"].box, result.scale) == pytest.approx(
         (3 / 230 * w, 3 / 230 * h, 227 / 230 * w, 227 / 230 * h), abs=1
     )
-    # model_inputs rebuilds the very batches the models ran on (boxes in the analysed image's pixels)
+    # model_inputs gives the very batches the models ran on, and rebuilding them from the analysis (boxes in
+    # the analysed image's pixels) gives the same tensors
     inputs = analyzer.model_inputs(result)
     kept = analyzer.features(result)
+    rebuilt = analyzer._batches(analyzer._triples(result.image, result.people, {}))
     for key, entry in analyzer.models.items():
-        with torch.no_grad():
-            feats = entry.model.forward_features(*inputs[key])
-        for got, cached in zip(feats, kept[key]):
+        for got, built in zip(inputs[key], rebuilt[entry.model.config.transform]):
+            torch.testing.assert_close(got, built)
+        for got, cached in zip(entry.fast.features(*inputs[key]), kept[key]):
             torch.testing.assert_close(got, cached)
 
 

@@ -186,6 +186,27 @@ def test_desktop_every_state(browser, analyzer):
         timings["person switch → figure"] = time.perf_counter() - started
         assert "person-1" in figure
 
+        # The contributions of face, body and scene, on demand: one request, a chart, its note and its table.
+        assert page.locator("#attribute").is_visible() and _src(page, "attribution") == ""
+        before = len(joins)
+        started = time.perf_counter()
+        page.click("#attribute")
+        chart = _wait_for_change(page, "attribution", "")
+        timings["contributions click → chart"] = time.perf_counter() - started
+        assert len(joins) == before + 1 and "person-1_contributions" in chart
+        assert "all (the photo)" in page.inner_text("#attribution-table")
+        assert "Anger" in page.inner_text("#attribution-note") and not page.locator("#attribute").is_visible()
+        # ... which a target change re-reads (the chart follows the target) and a person switch redraws.
+        _choose(page, "target", "Fear")
+        chart = _wait_for_change(page, "attribution", chart)
+        figure = _src(page, "figure-wide")
+        assert "Fear" in page.inner_text("#attribution-note") and "_fear" in figure
+        page.locator("#person label").nth(1).click()
+        chart = _wait_for_change(page, "attribution", chart)
+        figure = _wait_for_change(page, "figure-wide", figure)
+        assert "person-2_contributions" in chart
+        _no_developer_text(page)
+
         # A text file renamed .jpg after a result: one plain sentence, the previous result stays.
         bad = ARTIFACTS / "not-a-photo.jpg"
         ARTIFACTS.mkdir(exist_ok=True)
@@ -237,6 +258,15 @@ def test_phone_result_in_view_and_legible(browser, analyzer):
         assert NARROW_FONT_PX * shown[0] / shown[1] >= 10, shown
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 2, f"page is {overflow}px wider than the 390px screen"
+        # The contributions chart on a phone: in the page's width, its text as legible as the figure's.
+        page.click("#attribute")
+        _wait_for_change(page, "attribution", "")
+        chart = page.evaluate(
+            "(() => { const i = document.querySelector('#attribution img'); return [i.clientWidth, i.naturalWidth]; })()"
+        )
+        assert NARROW_FONT_PX * chart[0] / chart[1] >= 10, chart
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 2, f"page is {overflow}px wider than the 390px screen with the chart"
         _no_developer_text(page)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser-phone.png"), full_page=True)

@@ -55,6 +55,11 @@ def test_api_options_target_person_and_method(served):
     data, figure = _call(client, _images.photo_path("zidane"), "layercam", "Anger", 1)
     assert data["method"] == "layercam" and data["selected_person"] == 1
     assert [p["target"] for p in data["people"]] == ["Anger", "Anger"]
+    for person in data["people"]:  # the branch contributions come with the API's result, to its target
+        for model in person["models"].values():
+            a = model["attribution"]
+            assert a["target"] == "Anger" and set(a["values"]) == {"face", "body", "scene"}
+            assert sum(a["values"].values()) == pytest.approx(a["score_all"] - a["score_none"], abs=1e-4)
     assert figure is not None
 
 
