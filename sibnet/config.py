@@ -34,6 +34,11 @@ class ModelConfig:
     icm: str | None = None  # ICM variant: 'gclf' (paper), 'clf' (shared, non-local style), 'lf'; None = off
     icm_stages: tuple[int, ...] = (2, 4)  # paper §3.1: "the 2nd and 4th layers' features as ICM's input"
     icm_expansion: int = 2  # inner width dC = icm_expansion * C (the paper's factor d)
+    # Initial γ of each ICM block's output BatchNorm. The paper does not say; the authors' released ICM
+    # (FFM_v4) keeps PyTorch's default γ = 1, and the paper's numbers came from that code. γ = 0 (the Non-local
+    # "start as identity" init) gives the Q/K/V convs exactly zero gradient at the first step. Only new models
+    # read it: a checkpoint's weights replace it.
+    icm_bn_init: float = 1.0
     branch_heads: bool = False  # per-branch classifiers s_f, s_b, s_s (needed by BCM, §3.4)
     layer4_stride: int = 2  # 2: torchvision ResNet-18 (7x7 maps); 1: authors' code (14x14, ~1.8x FLOPs)
     fused_hidden: int = 512  # hidden width of the fused MLP classifier ("MLPs", §3.1)
@@ -82,6 +87,8 @@ class ModelConfig:
                 raise ValueError(f"{key} must be drawn from {STAGES}, got {stages}")
         if self.layer4_stride not in (1, 2):
             raise ValueError(f"layer4_stride must be 1 or 2, got {self.layer4_stride}")
+        if not 0.0 <= self.icm_bn_init <= 1.0:
+            raise ValueError(f"icm_bn_init must be in [0, 1], got {self.icm_bn_init}")
         if self.icm_expansion < 1 or self.attention_reduction < 1 or self.fused_hidden < 1:
             raise ValueError("icm_expansion, attention_reduction and fused_hidden must be positive")
         if not 0.0 <= self.dropout < 1.0:

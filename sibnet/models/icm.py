@@ -20,8 +20,11 @@ per item; measured on 2 CPU cores at batch 16 with 1×1 maps, forward+backward o
 materialised and 24 ms fused, and on CUDA the fused kernels also save W's memory. ``affinity`` stays for
 inspection.
 
-The final BN's scale starts at zero, so each module starts as the identity and the pretrained backbone is not
-disturbed at step 0 (as Non-local networks do, Wang et al. 2018, §4.1); it learns its way in.
+The final BN's initial scale γ is ``ModelConfig.icm_bn_init``. The paper does not say; the default γ = 1 is
+what the authors' released ICM (``FFM_v4``) does (PyTorch's default init), and the paper's numbers came from
+that code. γ = 0 (Non-local networks' "start as the identity", Wang et al. 2018, §4.1) leaves the pretrained
+backbone undisturbed at step 0 but gives the Q/K/V convolutions exactly zero gradient at the first step, which
+can move the lf/clf/gclf ablation (Table 2 gaps of 0.24-0.62 pp); it stays available (``--icm-bn-init 0``).
 """
 
 from __future__ import annotations
@@ -34,22 +37,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _zero_init_bn(channels: int) -> nn.BatchNorm2d:
+def _output_bn(channels: int, gamma: float) -> nn.BatchNorm2d:
+    """The block's output BatchNorm with its initial γ (``ModelConfig.icm_bn_init``: 1, the authors' code)."""
     bn = nn.BatchNorm2d(channels)
-    nn.init.zeros_(bn.weight)
+    nn.init.constant_(bn.weight, gamma)
     return bn
 
 
 class CorrelatedFusion(nn.Module):
     """Correlated linear fusion block: (B, in, H, W) → (B, out, H, W)."""
 
-    def __init__(self, in_channels: int, inner_channels: int, out_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, inner_channels: int, out_channels: int, bn_init: float = 1.0
+    ) -> None:
         super().__init__()
         self.query = nn.Conv2d(in_channels, inner_channels, 1)
         self.key = nn.Conv2d(in_channels, inner_channels, 1)
         self.value = nn.Conv2d(in_channels, inner_channels, 1)
         self.out = nn.Conv2d(inner_channels, out_channels, 1, bias=False)  # BN follows: a bias is redundant
-        self.bn = _zero_init_bn(out_channels)
+        self.bn = _output_bn(out_channels, bn_init)
 
     def affinity(self, x: torch.Tensor) -> torch.Tensor:
         """The dC×dC channel affinity W = softmax(Q Kᵀ / sqrt(dC)), rows summing to one. Shape (B, dC, dC)."""
@@ -69,11 +75,13 @@ class CorrelatedFusion(nn.Module):
 class LinearFusion(nn.Module):
     """Two 1×1 convs, no correlation: (B, in, H, W) → (B, out, H, W)."""
 
-    def __init__(self, in_channels: int, inner_channels: int, out_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, inner_channels: int, out_channels: int, bn_init: float = 1.0
+    ) -> None:
         super().__init__()
         self.reduce = nn.Conv2d(in_channels, inner_channels, 1)
         self.out = nn.Conv2d(inner_channels, out_channels, 1, bias=False)
-        self.bn = _zero_init_bn(out_channels)
+        self.bn = _output_bn(out_channels, bn_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.out(self.reduce(x)))
@@ -82,10 +90,12 @@ class LinearFusion(nn.Module):
 class GlobalCorrelatedICM(nn.Module):
     """``gclf``: one correlated block per branch over X_b = [own, others...]."""
 
-    def __init__(self, channels: int, num_branches: int = 3, expansion: int = 2) -> None:
+    def __init__(
+        self, channels: int, num_branches: int = 3, expansion: int = 2, bn_init: float = 1.0
+    ) -> None:
         super().__init__()
         n, c = num_branches, channels
-        self.blocks = nn.ModuleList([CorrelatedFusion(n * c, expansion * c, c) for _ in range(n)])
+        self.blocks = nn.ModuleList([CorrelatedFusion(n * c, expansion * c, c, bn_init) for _ in range(n)])
 
     def forward(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         out = []
@@ -100,10 +110,12 @@ class _SharedICM(nn.Module):
 
     block_type: type[nn.Module]
 
-    def __init__(self, channels: int, num_branches: int = 3, expansion: int = 2) -> None:
+    def __init__(
+        self, channels: int, num_branches: int = 3, expansion: int = 2, bn_init: float = 1.0
+    ) -> None:
         super().__init__()
         n, c = num_branches, channels
-        self.block = self.block_type(n * c, expansion * c, n * c)
+        self.block = self.block_type(n * c, expansion * c, n * c, bn_init)
 
     def forward(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         y = self.block(torch.cat(list(maps), dim=1)).chunk(len(maps), dim=1)
@@ -129,10 +141,12 @@ ICM_VARIANTS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def create_icm(variant: str, channels: int, num_branches: int = 3, expansion: int = 2) -> nn.Module:
+def create_icm(
+    variant: str, channels: int, num_branches: int = 3, expansion: int = 2, bn_init: float = 1.0
+) -> nn.Module:
     if variant not in ICM_VARIANTS:
         raise ValueError(f"unknown ICM variant {variant!r}; valid variants: {sorted(ICM_VARIANTS)}")
-    return ICM_VARIANTS[variant](channels, num_branches, expansion)
+    return ICM_VARIANTS[variant](channels, num_branches, expansion, bn_init)
 
 
 def icm_parameter_count(variant: str, channels: int, num_branches: int = 3, expansion: int = 2) -> int:

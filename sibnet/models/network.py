@@ -40,7 +40,11 @@ class ContextEmotionNet(nn.Module):
         self.icm = nn.ModuleDict(
             {
                 str(s): create_icm(
-                    config.icm, STAGE_CHANNELS[s - 1], config.num_branches, config.icm_expansion
+                    config.icm,
+                    STAGE_CHANNELS[s - 1],
+                    config.num_branches,
+                    config.icm_expansion,
+                    config.icm_bn_init,
                 )
                 for s in config.icm_stages
             }

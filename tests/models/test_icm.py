@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+import sibnet
+from sibnet.config import ModelConfig
 from sibnet.models.icm import ICM_VARIANTS, CorrelatedFusion, create_icm, icm_parameter_count
 
 
@@ -58,12 +60,22 @@ def test_gclf_has_one_block_per_branch_seeing_own_map_first():
         torch.testing.assert_close(out[b], expected)
 
 
-def test_icm_starts_as_identity():
+def test_icm_output_bn_init_is_a_recorded_choice():
+    """γ = 1 by default (the authors' released ICM); γ = 0 makes each module start as the identity."""
     maps = [torch.randn(2, 8, 4, 4) for _ in range(3)]
     for variant in ICM_VARIANTS:
-        out = create_icm(variant, 8).eval()(maps)
+        out = create_icm(variant, 8, bn_init=0.0).eval()(maps)
         for m, o in zip(maps, out):
             torch.testing.assert_close(o, m)
+        default = create_icm(variant, 8).eval()
+        assert all(torch.all(m.weight == 1) for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        assert any(not torch.allclose(o, m) for m, o in zip(maps, default(maps)))
+    assert ModelConfig().icm_bn_init == 1.0
+    net = sibnet.create_model("sibnet", pretrained=False, input_size=32, icm_bn_init=0.0)
+    gammas = [m.weight for name, m in net.icm.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert gammas and all(torch.all(g == 0) for g in gammas)
+    with pytest.raises(ValueError, match="icm_bn_init"):
+        ModelConfig(icm="gclf", icm_bn_init=2.0)
 
 
 def test_unknown_icm_variant_lists_valid():
