@@ -187,7 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
+    p.add_argument(
+        "--amp",
+        default="off",
+        choices=("auto", "bf16", "fp16", "off"),
+        help="scoring precision: off = float32 (default; reduced precision biases mAP by ~0.02 pp)",
+    )
     p.add_argument("--annotations", type=Path, default=None, help="EMOTIC annotation file or folder")
     p.add_argument(
         "--boxes", type=Path, default=None, help="box cache (default <data-root>/sibnet_boxes_*.jsonl)"

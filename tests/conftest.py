@@ -215,6 +215,9 @@ def planted_caer(tmp_path_factory: pytest.TempPathFactory) -> PlantedRun:
         "--icm-expansion", "1", "--epochs", "3", "--batch-size", "16", "--lr-backbone", "5e-4",
         "--lr-modules", "5e-4", "--lr-milestones", "0.75", "--fused-loss", "ce", "--seeds", "0",
         "--workers", "0", "--no-progress", "--no-test",
+        # ICM's output BN at γ = 0, the setting these tests were tuned on: with the default γ = 1 (the authors'
+        # code, issue 11) these 3 epochs leave the body maps pointing at 0.76 instead of >= 0.85.
+        "--icm-bn-init", "0",
     ]  # fmt: skip
     assert train.main(argv) == 0
     summary = json.loads(next(out.iterdir()).joinpath("summary.json").read_text())

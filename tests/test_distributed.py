@@ -42,6 +42,7 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path: Path):
         "--dataset", "emotic", "--data-root", str(root), "--model", "sibnet", "--out", str(out),
         "--no-pretrained", "--input-size", "32", "--batch-size", "4", "--epochs", "2",
         "--max-steps-per-epoch", "2", "--workers", "0", "--no-progress", "--device", "cpu", "--write-digests",
+        "--seeds", "0",
     ]  # fmt: skip
     proc = _torchrun(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -80,7 +81,7 @@ def test_ddp_with_branch_heads_unused_by_the_loss(tmp_path: Path):
         "--dataset", "emotic", "--data-root", str(root), "--model", "concat_bcm", "--bcm", "none",
         "--out", str(tmp_path / "runs"), "--no-pretrained", "--input-size", "32", "--batch-size", "4",
         "--epochs", "1", "--max-steps-per-epoch", "2", "--workers", "0", "--no-progress", "--device", "cpu",
-        "--write-digests", "--no-test",
+        "--write-digests", "--no-test", "--seeds", "0",
     ]  # fmt: skip
     proc = _torchrun(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

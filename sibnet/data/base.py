@@ -8,6 +8,7 @@ demo serves it. Images are decoded by :func:`read_rgb`, in raw pixel order (no E
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,29 @@ class TripleDataset(Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+
+def check_disjoint(splits: Mapping[str, Any]) -> None:
+    """No image in two splits (a train/test leak would make every score meaningless).
+
+    Args:
+        splits: split name → dataset (anything with ``records`` holding a ``path``); None entries are skipped.
+
+    Raises:
+        DatasetError: two splits share an image; the message names both splits, the count and one image.
+    """
+    seen: dict[str, str] = {}
+    for name, dataset in splits.items():
+        if dataset is None:
+            continue
+        mine = {str(Path(r.path).resolve()) for r in dataset.records}
+        for path in sorted(mine):
+            other = seen.get(path)
+            if other is not None and other != name:
+                shared = sum(1 for p in mine if seen.get(p) == other)
+                raise DatasetError(
+                    f"the {other} and {name} splits share {shared} image(s), e.g. {path}: splits must be "
+                    "disjoint (check the annotation files each split was read from)"
+                )
+        for path in mine:
+            seen.setdefault(path, name)

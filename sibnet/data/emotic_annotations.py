@@ -12,9 +12,15 @@ Two annotation layouts are read:
   ``annotations_continuous`` / ``combined_continuous`` (valence, arousal, dominance), ``gender`` and
   ``age``. ``squeeze_me`` turns one-element arrays into scalars (a single category is a ``str``, a single
   person or annotator a struct), so every list-valued field goes through :func:`_items`.
-- the widely used preprocessed CSVs (``train.csv`` / ``val.csv`` / ``test.csv``, also named
-  ``annot_arrs_<split>.csv``) with columns ``Index, Folder, Filename, Image Size, BBox, Categorical_Labels,
-  Continuous_Labels, Gender, Age``; list cells are Python literals (``"['Engagement', 'Happiness']"``).
+- the widely used preprocessed CSVs of mat2py (``train.csv`` / ``val.csv`` / ``test.csv``, in the root,
+  ``Annotations/`` or ``emotic_pre/``) with columns ``Index, Folder, Filename, Image Size, BBox,
+  Categorical_Labels, Continuous_Labels, Gender, Age``; list cells are Python literals
+  (``"['Engagement', 'Happiness']"``).
+
+Not read: mat2py's other archive, ``annot_arrs_<split>.csv`` (one 0/1 column per category, ``X_min … Y_max``,
+``Arr_name`` / ``Crop_name``, the images stored as ``.npy`` arrays of resized crops). Its crops are not the
+photos the masking of Eq. 3 needs, so it is refused with a message naming the layouts that work
+(:data:`ANNOT_ARRS_REFUSAL`), never half-read.
 """
 
 from __future__ import annotations
@@ -38,14 +44,14 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 _CATEGORY_INDEX = {name: i for i, name in enumerate(EMOTIC_CATEGORIES)}
 # Where an EMOTIC download keeps its annotations, relative to the data root, in the order tried.
 MAT_CANDIDATES: tuple[str, ...] = ("Annotations/Annotations.mat", "Annotations.mat")
-CSV_CANDIDATES: tuple[str, ...] = (
-    "{split}.csv",
-    "annot_arrs_{split}.csv",
-    "Annotations/{split}.csv",
-    "emotic_pre/{split}.csv",
-    "emotic_pre/annot_arrs_{split}.csv",
-)
+CSV_CANDIDATES: tuple[str, ...] = ("{split}.csv", "Annotations/{split}.csv", "emotic_pre/{split}.csv")
 _CSV_REQUIRED = ("folder", "filename", "bbox", "categorical_labels")
+_ANNOT_ARRS_COLUMNS = ("arr_name", "crop_name", "x_min")  # any of them: the annot_arrs archive
+ANNOT_ARRS_REFUSAL = (
+    "is mat2py's annot_arrs archive (one 0/1 column per category, images as .npy crops), which is not read: "
+    "use Annotations/Annotations.mat or mat2py's train.csv / val.csv / test.csv (Folder, Filename, BBox, "
+    "Categorical_Labels columns) with the original images"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -254,6 +260,8 @@ def read_emotic_csv(path: str | Path, split: str) -> list[EmoticAnnotation]:
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = {_header_key(h): h for h in reader.fieldnames or []}
+        if any(c in header for c in _ANNOT_ARRS_COLUMNS):
+            raise DatasetError(f"{path} {ANNOT_ARRS_REFUSAL}")
         missing = [c for c in _CSV_REQUIRED if c not in header]
         if missing:
             raise DatasetError(
@@ -306,14 +314,19 @@ def find_emotic_annotations(data_root: str | Path, split: str, annotations: str 
         data_root: the EMOTIC folder.
         split: ``"train"``, ``"val"`` or ``"test"``.
         annotations: None (look in ``data_root`` for :data:`MAT_CANDIDATES`, then :data:`CSV_CANDIDATES`), a
-            ``.mat`` file, the split's ``.csv`` file, or a folder to look in instead of ``data_root``.
+            ``.mat`` file (it holds every split), a folder to look in instead of ``data_root``, or one split's
+            CSV named ``train.csv`` / ``val.csv`` / ``test.csv``: a CSV holds one split, so the other splits
+            are read from their namesakes beside it, never from the same file.
 
     Raises:
         FileNotFoundError: nothing found; the message lists where it looked.
+        DatasetError: a CSV that does not say which split it holds, or whose sibling for ``split`` is missing.
     """
     check_split(split)
     if annotations is not None:
         given = Path(annotations)
+        if given.is_file() and given.suffix.lower() == ".csv":
+            return _csv_for_split(given, split)
         if given.is_file():
             return given
         if not given.exists():
@@ -330,6 +343,25 @@ def find_emotic_annotations(data_root: str | Path, split: str, annotations: str 
         + ", ".join(str(t) for t in tried)
         + " (the official Annotations/Annotations.mat or the preprocessed CSVs)"
     )
+
+
+def _csv_for_split(given: Path, split: str) -> Path:
+    """The CSV of ``split`` given one split's CSV: itself, or its namesake beside it (train/val/test.csv)."""
+    stem = given.stem.lower()
+    if stem == split:
+        return given
+    if stem not in SPLITS:
+        raise DatasetError(
+            f"{given}: a CSV annotation file holds one split, and this name says none; name the files "
+            "train.csv, val.csv and test.csv side by side and pass one of them or their folder"
+        )
+    sibling = given.with_name(f"{split}{given.suffix}")
+    if not sibling.is_file():
+        raise DatasetError(
+            f"{given} holds the {stem} split only, and {sibling} (the {split} split) does not exist: splits are "
+            "never read from one file"
+        )
+    return sibling
 
 
 def read_emotic_annotations(path: str | Path, split: str) -> list[EmoticAnnotation]:

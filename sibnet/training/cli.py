@@ -18,6 +18,7 @@ from sibnet.distributed import resolve_device
 from sibnet.errors import USER_ERRORS, error_message
 from sibnet.models.registry import build_model, model_config, resolve_variant
 from sibnet.training.config import (
+    DEFAULT_SEEDS,
     LR_BACKBONE,
     LR_GAMMA,
     LR_MILESTONES,
@@ -55,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="CAER-S: share of train/ held out as val (default 0.1)",
     )
-    g.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed; mean ± std reported")
+    g.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_SEEDS),
+        help="one run per seed, mean ± std reported (default 0 1 2, §4.2's three; --seeds 0 for one)",
+    )
 
     g = p.add_argument_group("recipe (defaults: paper §4.2)")
     g.add_argument("--epochs", type=int, default=None, help="default: 10 (EMOTIC), 20 (CAER-S)")
@@ -81,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--layer4-stride", type=int, choices=(1, 2), default=None, help="default: the model's (2)")
     g.add_argument(
         "--icm-expansion", type=int, default=None, help="ICM inner width dC = d x C (default: the model's, 2)"
+    )
+    g.add_argument(
+        "--icm-bn-init",
+        type=float,
+        default=None,
+        help="initial γ of ICM's output BatchNorm (default 1, the authors' released code; 0: Non-local style)",
     )
 
     g = p.add_argument_group("loss overrides (default: the variant's Table-2 row)")
@@ -139,6 +152,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         ("resize", args.resize),
         ("layer4_stride", args.layer4_stride),
         ("icm_expansion", args.icm_expansion),
+        ("icm_bn_init", args.icm_bn_init),
     ):
         if value is not None:
             overrides[key] = value

@@ -53,14 +53,13 @@ from sibnet.training.cards import (
 )
 from sibnet.training.cli import build_parser as train_parser
 from sibnet.training.cli import resolve_config
-from sibnet.training.config import BEST_NAME, LOG_NAME, SUMMARY_NAME, TrainConfig
+from sibnet.training.config import BEST_NAME, DEFAULT_SEEDS, LOG_NAME, SUMMARY_NAME, TrainConfig
 from sibnet.training.optim import build_optimizer
 from sibnet.training.reproduce import GPU_EFFECTIVE_FLOPS, forward_flops
 from sibnet.training.trainer import train
 
 CARD_NAME = "README.md"
 PUBLISHED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)  # what a published model folder holds, nothing else
-DEFAULT_SEEDS = (0, 1, 2)  # §4.2: "we average the results of three experiments"
 # Flags of python -m sibnet.train the recipe sets itself, per model.
 _OWN_FLAGS = ("--model", "--variant", "--run-name", "--dry-run")
 

@@ -219,3 +219,57 @@ def test_csv_and_mat_share_records(emotic_root: Path):
         rows = list(csv.DictReader(f))
     ds = EmoticDataset(emotic_root, "test", **SMALL)
     assert len(rows) == len(ds)
+
+
+# --- issue 11: splits never coincide, the formats that are not read say so ---------------------------------
+
+
+def test_one_split_csv_never_serves_the_other_splits(tmp_path: Path, emotic_root: Path):
+    from sibnet.data.emotic_annotations import find_emotic_annotations
+
+    pre = emotic_root / "emotic_pre"
+    # Naming train.csv resolves each split to its namesake beside it: val is val.csv, never train.csv.
+    for split in ("train", "val", "test"):
+        assert find_emotic_annotations(emotic_root, split, pre / "train.csv") == pre / f"{split}.csv"
+    train = EmoticDataset(emotic_root, "train", annotations=pre / "train.csv", **SMALL)
+    val = EmoticDataset(emotic_root, "val", annotations=pre / "train.csv", **SMALL)
+    assert {r.path for r in train.records}.isdisjoint({r.path for r in val.records})
+    # A lone train.csv: the val split is an error naming both files, not the training rows again.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(pre / "train.csv", alone / "train.csv")
+    with pytest.raises(DatasetError, match=r"train split only.*val\.csv.*never read from one file"):
+        find_emotic_annotations(emotic_root, "val", alone / "train.csv")
+    # A CSV whose name says no split is refused for every split.
+    shutil.copy(pre / "train.csv", alone / "mine.csv")
+    with pytest.raises(DatasetError, match="holds one split"):
+        find_emotic_annotations(emotic_root, "train", alone / "mine.csv")
+
+
+def test_splits_sharing_an_image_are_refused_naming_both(tmp_path: Path, emotic_root: Path):
+    from sibnet.data.base import check_disjoint
+
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    for split in ("train", "val", "test"):
+        shutil.copy(emotic_root / "emotic_pre" / f"{split}.csv", pre / f"{split}.csv")
+    shutil.copy(pre / "train.csv", pre / "test.csv")  # a test split that is the training rows
+    sets = {s: EmoticDataset(emotic_root, s, annotations=pre, **SMALL) for s in ("train", "val", "test")}
+    check_disjoint({"train": sets["train"], "val": sets["val"]})  # these two are fine
+    with pytest.raises(DatasetError, match=r"the train and test splits share \d+ image"):
+        check_disjoint(sets)
+
+
+def test_the_annot_arrs_archive_is_refused_naming_what_works(tmp_path: Path):
+    from sibnet.data.emotic_annotations import read_emotic_csv
+
+    columns = ["", "Arr_name", "Crop_name", "Folder", "Filename", "Width", "Height", "X_min", "Y_min", "X_max",
+               "Y_max", *EMOTIC_CATEGORIES[:3], "Gender", "Age"]  # fmt: skip
+    path = tmp_path / "train.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerow([0, "arr_0.npy", "crop_0.npy", "mscoco/images", "a.jpg", 640, 480, 1, 2, 30, 40, 1, 0, 0,
+                         "Male", "Adult"])  # fmt: skip
+    with pytest.raises(DatasetError, match=r"annot_arrs archive.*Annotations\.mat.*train\.csv / val\.csv"):
+        read_emotic_csv(path, "train")

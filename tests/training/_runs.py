@@ -12,7 +12,7 @@ def train_args(dataset: str, root: Path, out: Path, *extra: str, model: str = "f
     return [
         "--dataset", dataset, "--data-root", str(root), "--model", model, "--out", str(out),
         "--no-pretrained", "--input-size", str(SIZE), "--batch-size", "4", "--epochs", "1",
-        "--max-steps-per-epoch", "2", "--workers", "0", "--no-progress", *extra,
+        "--max-steps-per-epoch", "2", "--workers", "0", "--no-progress", "--seeds", "0", *extra,
     ]  # fmt: skip
 
 

@@ -141,3 +141,31 @@ def test_cuda_training_with_amp(tmp_path: Path, emotic_root: Path, amp: str):
     assert bool(state["scaler"]) == fp16
     model = sibnet.load_model(seed_dir / "best", device="cuda")
     assert next(model.parameters()).dtype == torch.float32  # AMP never changes the stored weights
+
+
+def test_validation_and_test_score_in_float32_whatever_the_training_precision(
+    tmp_path: Path, emotic_root: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Issue 11: a bf16 training run (as on CUDA) still selects and reports on float32 scores."""
+    import contextlib
+
+    import sibnet.training.trainer as trainer
+
+    seen: list[tuple[str, object]] = []
+    monkeypatch.setattr(trainer, "amp_dtype", lambda device, policy="auto": torch.bfloat16)
+    monkeypatch.setattr(trainer, "autocast", lambda device, dtype: contextlib.nullcontext())
+    real_predict, real_evaluate = trainer.predict, trainer.evaluate_model
+
+    def predict(*args, **kwargs):
+        seen.append(("val", kwargs.get("amp")))
+        return real_predict(*args, **kwargs)
+
+    def evaluate(*args, **kwargs):
+        seen.append(("test", kwargs.get("amp")))
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "predict", predict)
+    monkeypatch.setattr(trainer, "evaluate_model", evaluate)
+    assert train.main(train_args("emotic", emotic_root, tmp_path / "out")) == 0
+    assert {split for split, _ in seen} == {"val", "test"}
+    assert all(amp is None for _, amp in seen), seen
