@@ -4,11 +4,20 @@ Every item goes through the model's :class:`~sibnet.data.masking.InputTransform`
 ``transform=model.config.transform``), so the pixels a checkpoint trains and evaluates on are the pixels the
 demo serves it. Images are decoded by :func:`read_rgb`, in raw pixel order (no EXIF rotation, like MATLAB's
 ``imread`` that produced the datasets' boxes).
+
+Unreadable images (a truncated JPEG, a file that is not an image) never stop a run that asks to skip them
+(``skip_unreadable=True``, what ``python -m sibnet.train`` and ``python -m sibnet.evaluate`` do unless
+``--strict``): a file the box cache found unreadable is dropped when the dataset is opened, and a file that
+fails to decode when read gives an item with ``"ok": False`` (zero tensors) that training and evaluation leave
+out. Both are listed in ``dataset.skipped`` / reported by the caller (:class:`Skipped`). Without it (the
+default, and ``--strict``), the first such file raises :class:`~sibnet.errors.DatasetError`. A *missing* file
+is never skipped: it means a wrong data root or an incomplete download, and the datasets refuse it when opened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +59,34 @@ def read_rgb(path: Path) -> np.ndarray:
         raise DatasetError(f"cannot read image {path}: {err}") from err
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """One image left out because it cannot be decoded."""
+
+    image: str  # the file
+    reason: str  # the decoder's error
+    found_by: str  # "box cache" (status "unreadable" there) or "loader" (failed when read)
+
+
+class UnreadableImages(DatasetError):
+    """Images that cannot be decoded, refused because skipping was not asked for (``--strict``)."""
+
+
+def refuse_unreadable(found: Sequence[Skipped], split: str, cache: Path | None) -> None:
+    """The fail-fast rule (``skip_unreadable=False``, ``--strict``) for images the box cache marks unreadable.
+
+    Raises:
+        UnreadableImages: naming how many and the first few.
+    """
+    if not found:
+        return
+    shown = "; ".join(f"{s.image} ({s.reason})" for s in found[:3]) + (" ..." if len(found) > 3 else "")
+    raise UnreadableImages(
+        f"{len(found)} image(s) of the {split} split are unreadable according to the box cache {cache}: {shown}; "
+        "replace them, or leave out --strict to skip them"
+    )
+
+
 class TripleDataset(Dataset):
     """Base of the EMOTIC and CAER-S datasets: records with boxes → :func:`make_triple` items.
 
@@ -57,7 +94,8 @@ class TripleDataset(Dataset):
     (a float32 numpy vector), and set ``labels`` and ``multi_label``.
 
     Items are dicts ``{"face", "body", "scene": (3, size, size) float32 (the transform's size), "target": (K,) float32,
-    "index": int}`` (subclasses may add keys).
+    "index": int}`` (subclasses may add keys); with ``skip_unreadable`` also ``"ok": bool`` and ``"error": str``
+    ("" when ok), see the module docstring.
 
     Reproducible crops: in training mode item ``i`` is cropped with :func:`item_generator` seeded from
     ``(seed, epoch, i)``. Call :meth:`set_epoch` before each epoch (like ``DistributedSampler.set_epoch``), so
@@ -69,12 +107,17 @@ class TripleDataset(Dataset):
     labels: tuple[str, ...] = ()
     multi_label: bool = False
 
-    def __init__(self, *, transform: InputTransform | None, train: bool, seed: int) -> None:
+    def __init__(
+        self, *, transform: InputTransform | None, train: bool, seed: int, skip_unreadable: bool = False
+    ) -> None:
         self.transform = transform if transform is not None else InputTransform()
         self.train = train
         self.seed = seed
         self.epoch = 0
         self.records: list[Any] = []
+        # True: unreadable images are skipped (see the module docstring); False: they raise.
+        self.skip_unreadable = skip_unreadable
+        self.skipped: list[Skipped] = []  # dropped when opened (found by the box cache)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random crops :meth:`__getitem__` draws (training mode only)."""
@@ -94,13 +137,31 @@ class TripleDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self.records):
             raise IndexError(f"index {index} out of range for {len(self.records)} records")
-        t = self.triple(index)
+        target = torch.tensor(self.records[index].target, dtype=torch.float32)
+        if not self.skip_unreadable:
+            t = self.triple(index)
+            return {"face": t.face, "body": t.body, "scene": t.scene, "target": target, "index": index}
+        try:
+            t = self.triple(index)
+        except (OSError, DatasetError) as err:  # decoding failed (or the file vanished since it was listed)
+            blank = torch.zeros(3, self.transform.size, self.transform.size)
+            return {
+                "face": blank,
+                "body": blank.clone(),
+                "scene": blank.clone(),
+                "target": target,
+                "index": index,
+                "ok": False,
+                "error": str(err),
+            }
         return {
             "face": t.face,
             "body": t.body,
             "scene": t.scene,
-            "target": torch.tensor(self.records[index].target, dtype=torch.float32),
+            "target": target,
             "index": index,
+            "ok": True,
+            "error": "",
         }
 
     @property

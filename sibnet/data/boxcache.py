@@ -13,10 +13,20 @@ every other line is one item::
      "face_prob": float | null, "body": [x1, y1, x2, y2] | null,
      "body_source": "annotation" | "yolo" | "estimated" | "central" | "synthetic", "error": str?}
 
-Keys: EMOTIC ``"<folder>/<filename>@<x1>,<y1>,<x2>,<y2>"`` (the person's annotated body box, ``%g``), so the
-``.mat`` and the CSV layouts, whose person order may differ, share one cache (:func:`emotic_key`); CAER-S the
-image path relative to the data root, ``"train/Angry/0001.png"`` (:func:`caer_key`). Coordinates are image
-pixels, the same raw pixel order the datasets read (no EXIF rotation, like MATLAB's ``imread``).
+Keys: EMOTIC ``"<folder>/<filename>@<x1>,<y1>,<x2>,<y2>"`` (the person's body box as the annotation file that
+built the cache states it, ``%g``; :func:`emotic_key`); CAER-S the image path relative to the data root,
+``"train/Angry/0001.png"`` (:func:`caer_key`). Coordinates are image pixels, the same raw pixel order the
+datasets read (no EXIF rotation, like MATLAB's ``imread``). ``"size": [width, height]`` (optional: caches
+written before it have none) is the decoded image's size.
+
+One cache serves both EMOTIC layouts. The ``.mat`` keeps boxes that run past the image edge; mat2py's CSVs
+clip them to the image, and their person order need not be the ``.mat``'s, so neither the raw box nor the
+person index is a key both layouts share. :class:`EmoticCacheIndex` looks a person up by the exact key first,
+then among the entries of the same image by the body box **clipped to the image** (``[0, width] x [0, height]``,
+the person's annotated image size, else the entry's ``size``): the entry whose clipped box agrees within
+:data:`EMOTIC_BOX_TOLERANCE` px on every coordinate (the closest if several), which also absorbs a clip to
+``width - 1`` and the cache's 0.01 px rounding. Two people of one image whose clipped boxes agree to a pixel
+would share a face; EMOTIC has none we know of.
 
 A key written twice: the last line wins.
 """
@@ -30,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sibnet.boxes import Box, as_box
+from sibnet.boxes import Box, as_box, clip_box, normalize_box
 from sibnet.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -38,6 +48,9 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 # Face sources that are a fallback rather than a detection (or the generator's ground truth).
 FALLBACK_SOURCES: frozenset[str] = frozenset({"estimated", "central"})
+# Two body boxes of one EMOTIC image are the same person when, clipped to the image, every coordinate agrees
+# within this many pixels (see the module docstring).
+EMOTIC_BOX_TOLERANCE = 1.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class BoxJob:
     image: str  # the image path relative to the data root
     path: Path  # the image file
     body: Box | None = None  # EMOTIC: the annotated body box (faces are searched inside it)
+    size: tuple[int, int] | None = None  # EMOTIC: the annotated image size (width, height), if any
 
 
 def default_cache_path(data_root: str | Path, dataset: str) -> Path:
@@ -59,6 +73,17 @@ def emotic_key(folder: str, filename: str, body_box: Sequence[float]) -> str:
     """Cache key of an EMOTIC person: its image and annotated body box (``%g``, so 86.0 and 86 agree)."""
     coords = ",".join(f"{v:g}" for v in as_box(body_box))
     return f"{folder.strip('/')}/{filename}@{coords}"
+
+
+def split_emotic_key(key: str) -> tuple[str, Box] | None:
+    """``(image, body box)`` of an EMOTIC key, or None for a key of another form."""
+    image, sep, coords = key.rpartition("@")
+    if not sep:
+        return None
+    try:
+        return image, as_box(coords.split(","))
+    except ValueError:
+        return None
 
 
 def caer_key(relative_path: str | Path) -> str:
@@ -77,6 +102,7 @@ class CachedBoxes:
     face_prob: float | None = None
     status: str = "ok"
     error: str | None = None
+    size: tuple[int, int] | None = None  # (width, height) of the decoded image, when the builder recorded it
 
     @property
     def face_is_fallback(self) -> bool:
@@ -85,6 +111,49 @@ class CachedBoxes:
 
 def _box_or_none(value: Any) -> Box | None:
     return None if value is None else as_box(value)
+
+
+def _size_or_none(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return int(value[0]), int(value[1])
+    return None
+
+
+class EmoticCacheIndex:
+    """EMOTIC lookups in a read cache that survive mat2py's clipping (see the module docstring)."""
+
+    def __init__(self, entries: dict[str, CachedBoxes]) -> None:
+        self.entries = entries
+        self._by_image: dict[str, list[tuple[Box, str]]] = {}
+        for key in entries:
+            parsed = split_emotic_key(key)
+            if parsed is not None:
+                self._by_image.setdefault(parsed[0], []).append((parsed[1], key))
+
+    def key_for(
+        self, folder: str, filename: str, body_box: Sequence[float], image_size: tuple[int, int] | None = None
+    ) -> str | None:
+        """The cache key of this person: the exact key, else the same image's entry whose body box agrees
+        within :data:`EMOTIC_BOX_TOLERANCE` px once both are clipped to the image; None if no entry does."""
+        exact = emotic_key(folder, filename, body_box)
+        if exact in self.entries:
+            return exact
+        best: tuple[float, str] | None = None
+        for box, key in self._by_image.get(f"{folder.strip('/')}/{filename}", ()):
+            size = image_size or self.entries[key].size
+            a = clip_box(body_box, *size) if size else normalize_box(body_box)
+            b = clip_box(box, *size) if size else normalize_box(box)
+            gap = max(abs(u - v) for u, v in zip(a, b))
+            if gap <= EMOTIC_BOX_TOLERANCE and (best is None or gap < best[0]):
+                best = (gap, key)
+        return None if best is None else best[1]
+
+    def get(
+        self, folder: str, filename: str, body_box: Sequence[float], image_size: tuple[int, int] | None = None
+    ) -> CachedBoxes | None:
+        """The cached boxes of this person (see :meth:`key_for`), or None."""
+        key = self.key_for(folder, filename, body_box, image_size)
+        return None if key is None else self.entries[key]
 
 
 def read_box_cache(path: str | Path, dataset: str | None = None) -> dict[str, CachedBoxes]:
@@ -130,6 +199,7 @@ def read_box_cache(path: str | Path, dataset: str | None = None) -> dict[str, Ca
                 face_prob=item.get("face_prob"),
                 status=item.get("status", "ok"),
                 error=item.get("error"),
+                size=_size_or_none(item.get("size")),
             )
     if bad:
         log.warning("box cache %s: skipped %d unparsable line(s)", path, bad)
@@ -174,8 +244,9 @@ def cache_line(
     face_prob: float | None = None,
     status: str = "ok",
     error: str | None = None,
+    size: tuple[int, int] | None = None,
 ) -> str:
-    """One cache entry as a JSON line (coordinates rounded to 0.01 px)."""
+    """One cache entry as a JSON line (coordinates rounded to 0.01 px; ``size`` the image's (width, height))."""
 
     def rounded(box: Sequence[float] | None) -> list[float] | None:
         return None if box is None else [round(float(v), 2) for v in box]
@@ -190,6 +261,8 @@ def cache_line(
         "body": rounded(body),
         "body_source": body_source,
     }
+    if size is not None:
+        item["size"] = [int(size[0]), int(size[1])]
     if error is not None:
         item["error"] = error
     return json.dumps(item) + "\n"

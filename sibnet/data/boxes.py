@@ -201,6 +201,11 @@ def _principal_person(people: Sequence[Any]) -> Any | None:
     return None
 
 
+def _image_parts(job: BoxJob) -> tuple[str, str]:
+    folder, _, filename = job.image.rpartition("/")
+    return folder, filename
+
+
 def _iter_by_image(jobs: Iterable[BoxJob]) -> Iterator[tuple[Path, str, list[BoxJob]]]:
     """Group consecutive jobs by image so each image is decoded once."""
     groups: dict[Path, list[BoxJob]] = {}
@@ -261,6 +266,13 @@ def build_box_cache(
     done, f = _open_cache(out_path, dataset)
     try:
         pending = [j for j in jobs if j.key not in done]
+        if pending and spec.box_detection == "face_in_body":
+            # A cache built from the other EMOTIC layout: its keys hold the .mat's raw boxes or mat2py's
+            # clipped ones; such a person is done already (sibnet.data.boxcache.EmoticCacheIndex).
+            from sibnet.data.boxcache import EmoticCacheIndex, read_box_cache
+
+            index = EmoticCacheIndex(read_box_cache(out_path, dataset))
+            pending = [j for j in pending if index.key_for(*_image_parts(j), j.body, j.size) is None]
         summary.already_done = len(jobs) - len(pending)
         if limit is not None:
             summary.remaining = max(len(pending) - limit, 0)
@@ -323,7 +335,7 @@ def _face_in_body_line(job: BoxJob, rgb: np.ndarray, detector: Any, summary: Box
     height, width = rgb.shape[:2]
     assert job.body is not None
     summary.bodies_annotated += 1
-    kw = dict(body=job.body, body_source="annotation")
+    kw = dict(body=job.body, body_source="annotation", size=(width, height))
     if is_empty(clip_box(job.body, width, height)):
         summary.empty_bodies += 1
         return cache_line(job.key, job.image, face=None, face_source=None, **kw)

@@ -14,7 +14,9 @@ over all see the same validation images.
 Face and body boxes come from the box cache (``python -m sibnet.data.boxes --dataset caer``: MTCNN faces,
 YOLO persons, the principal person per frame). A frame missing from the cache gets
 :func:`~sibnet.data.masking.make_triple`'s fallback (body = whole frame, face estimated from its top) and is
-counted in :meth:`CaerDataset.summary`.
+counted in :meth:`CaerDataset.summary`. A frame the cache marks ``"unreadable"`` is dropped and listed in
+``skipped`` with ``skip_unreadable=True``, and refused when the split is opened without it
+(:mod:`sibnet.data.base`). Every CAER-S frame has a label (its folder), so none is left out for want of one.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from sibnet.boxes import Box
-from sibnet.data.base import TripleDataset
+from sibnet.data.base import Skipped, TripleDataset, refuse_unreadable
 from sibnet.data.boxcache import BoxJob, caer_key, resolve_box_cache
 from sibnet.data.masking import InputTransform
 from sibnet.errors import DatasetError
@@ -130,6 +132,7 @@ class CaerDataset(TripleDataset):
         seed: seed of the per-item crop generators.
         val_fraction: fraction of ``train/`` held out as ``val`` (0 → no validation split).
         val_seed: seed of the validation split.
+        skip_unreadable: skip frames that cannot be decoded instead of raising (:mod:`sibnet.data.base`).
 
     Raises:
         FileNotFoundError: missing data root, split folder or box cache (the message names it).
@@ -150,12 +153,18 @@ class CaerDataset(TripleDataset):
         seed: int = 0,
         val_fraction: float = 0.1,
         val_seed: int = 0,
+        skip_unreadable: bool = False,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown CAER-S split {split!r}; expected one of {SPLITS}")
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        super().__init__(transform=transform, train=split == "train" if train is None else train, seed=seed)
+        super().__init__(
+            transform=transform,
+            train=split == "train" if train is None else train,
+            seed=seed,
+            skip_unreadable=skip_unreadable,
+        )
         self.data_root = Path(data_root)
         self.split = split
         self.val_fraction = val_fraction
@@ -183,6 +192,9 @@ class CaerDataset(TripleDataset):
         for (path, folder), label in zip(images, labels):
             key = caer_key(path.relative_to(self.data_root))
             cached = cache.get(key)
+            if cached is not None and cached.status == "unreadable":
+                self.skipped.append(Skipped(str(path), cached.error or "unreadable", "box cache"))
+                continue
             usable = cached is not None and cached.status == "ok"
             records.append(
                 CaerRecord(
@@ -197,6 +209,12 @@ class CaerDataset(TripleDataset):
                     body_source=(cached.body_source or "missing") if usable else "missing",
                     target=eye[label].copy(),
                 )
+            )
+        if not skip_unreadable:
+            refuse_unreadable(self.skipped, split, self.box_cache_path)
+        if not records:
+            raise DatasetError(
+                f"every frame of split {split!r} is unreadable according to {self.box_cache_path}"
             )
         self.records: list[CaerRecord] = records
 
@@ -241,6 +259,7 @@ class CaerDataset(TripleDataset):
             "face_sources": dict(Counter(r.face_source for r in self.records)),
             "body_sources": dict(Counter(r.body_source for r in self.records)),
             "missing_from_cache": sum(r.face_source == "missing" for r in self.records),
+            "skipped_unreadable": len(self.skipped),
         }
 
 

@@ -8,6 +8,16 @@ One record per annotated person. Face boxes come from the box cache (``python -m
 of the body box by :func:`~sibnet.data.masking.make_triple`, and is counted in :meth:`EmoticDataset.summary`.
 Persons whose categories include a name outside the 26 raise a :class:`DatasetError` naming the entry; when
 ``val``/``test`` persons lack ``combined_categories``, the union over annotators is used.
+
+**People without labels.** EMOTIC's test split holds people whose consensus (``combined_categories``) is
+empty — in the ``.mat`` an empty array, in mat2py's CSV ``[]``. An all-zero target is not "none of the 26":
+nobody labelled them. They are left out of every split (so out of every mAP and of training), and counted:
+:attr:`EmoticDataset.unlabeled`, ``summary()["unlabeled_people"]``, the evaluation report and the training
+summary. The metric is then over the labelled people only.
+
+**Unreadable images** (:mod:`sibnet.data.base`): with ``skip_unreadable=True`` the people whose image the box
+cache marks ``"unreadable"`` are dropped and listed in :attr:`~sibnet.data.base.TripleDataset.skipped`;
+without it, opening the split raises a :class:`DatasetError` naming them.
 """
 
 from __future__ import annotations
@@ -21,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from sibnet.boxes import Box, clip_box, is_empty
-from sibnet.data.base import TripleDataset
-from sibnet.data.boxcache import FALLBACK_SOURCES, BoxJob, emotic_key, resolve_box_cache
+from sibnet.data.base import Skipped, TripleDataset, refuse_unreadable
+from sibnet.data.boxcache import FALLBACK_SOURCES, BoxJob, EmoticCacheIndex, emotic_key, resolve_box_cache
 from sibnet.data.emotic_annotations import (
     SPLITS,
     EmoticAnnotation,
@@ -93,10 +103,12 @@ class EmoticDataset(TripleDataset):
         train: random crops; None → True for the ``train`` split only.
         seed: seed of the per-item crop generators (see :class:`~sibnet.data.masking.TripleDataset`).
         check_files: verify at construction that every listed image exists (one ``stat`` per image).
+        skip_unreadable: skip images that cannot be decoded instead of raising (:mod:`sibnet.data.base`).
 
     Raises:
         FileNotFoundError: missing data root, annotation file, box cache or images (the message names them).
-        DatasetError: malformed annotations, or a split without any annotated person.
+        DatasetError: malformed annotations, a split without any labelled person, or (without
+            ``skip_unreadable``) images the box cache marks unreadable.
     """
 
     labels = EMOTIC_CATEGORIES
@@ -113,23 +125,39 @@ class EmoticDataset(TripleDataset):
         train: bool | None = None,
         seed: int = 0,
         check_files: bool = True,
+        skip_unreadable: bool = False,
     ) -> None:
         check_split(split)
-        super().__init__(transform=transform, train=split == "train" if train is None else train, seed=seed)
+        super().__init__(
+            transform=transform,
+            train=split == "train" if train is None else train,
+            seed=seed,
+            skip_unreadable=skip_unreadable,
+        )
         self.data_root = Path(data_root)
         if not self.data_root.is_dir():
             raise FileNotFoundError(f"EMOTIC data root {self.data_root} does not exist or is not a folder")
         self.split = split
         self.annotations_path = find_emotic_annotations(self.data_root, split, annotations)
         people = read_emotic_annotations(self.annotations_path, split)
-        if not people:
-            raise DatasetError(f"split {split!r} of {self.annotations_path} has no annotated people")
+        labelled = [p for p in people if p.categories]
+        self.unlabeled = len(people) - len(labelled)  # left out: see the module docstring
+        if not labelled:
+            extra = f" ({self.unlabeled} without any category)" if people else ""
+            raise DatasetError(f"split {split!r} of {self.annotations_path} has no annotated people{extra}")
+        people = labelled
         self.box_cache_path, cache = resolve_box_cache(boxes, self.data_root, "emotic")
 
         root = EmoticImageRoot(self.data_root)
+        index = EmoticCacheIndex(cache)  # the .mat's raw boxes and mat2py's clipped ones find one entry
         records = []
+        unreadable: dict[Path, Skipped] = {}
         for person in people:
-            cached = cache.get(emotic_key(person.folder, person.filename, person.body_box))
+            cached = index.get(person.folder, person.filename, person.body_box, person.image_size)
+            if cached is not None and cached.status == "unreadable":
+                path = root.path(person.folder, person.filename)
+                unreadable.setdefault(path, Skipped(str(path), cached.error or "unreadable", "box cache"))
+                continue
             face = cached.face if cached is not None and cached.status == "ok" else None
             source = (cached.face_source or "missing") if face is not None else "missing"
             records.append(
@@ -141,6 +169,13 @@ class EmoticDataset(TripleDataset):
                     face_source=source,
                     target=multi_hot(person.categories),
                 )
+            )
+        self.skipped = list(unreadable.values())
+        if not skip_unreadable:
+            refuse_unreadable(self.skipped, split, self.box_cache_path)
+        if not records:
+            raise DatasetError(
+                f"every image of split {split!r} is unreadable according to {self.box_cache_path}"
             )
         self.records: list[EmoticRecord] = records
         if check_files:
@@ -173,6 +208,8 @@ class EmoticDataset(TripleDataset):
             "faces_estimated_in_cache": sum(n for s, n in sources.items() if s in FALLBACK_SOURCES),
             "faces_missing_from_cache": sources.get("missing", 0),
             "empty_body_boxes": int(empty_bodies),
+            "unlabeled_people": self.unlabeled,  # left out: no category at all
+            "skipped_unreadable": len(self.skipped),  # left out: the box cache found the image unreadable
         }
 
 
@@ -205,9 +242,8 @@ def box_jobs(data_root: Path, annotations: str | Path | None = None) -> tuple[li
         found += 1
         for person in read_emotic_annotations(path, split):
             key = emotic_key(person.folder, person.filename, person.body_box)
-            jobs.setdefault(
-                key, BoxJob(key, person.image, root.path(person.folder, person.filename), person.body_box)
-            )
+            path = root.path(person.folder, person.filename)
+            jobs.setdefault(key, BoxJob(key, person.image, path, person.body_box, person.image_size))
     if not found:
         raise FileNotFoundError(f"no EMOTIC annotations found in {data_root}: " + "; ".join(notices))
     return list(jobs.values()), notices

@@ -69,6 +69,7 @@ class DatasetSpec:
         train: bool | None = None,
         seed: int = 0,
         boxes: str | Path | bool | None = None,
+        skip_unreadable: bool = False,
         **options: Any,
     ) -> TripleDataset:
         """Open a split with the given input recipe.
@@ -80,6 +81,7 @@ class DatasetSpec:
             train: random crops; None → only for the train split.
             seed: seed of the per-item crop generators.
             boxes: box cache (default: ``<data_root>/sibnet_boxes_<name>.jsonl``).
+            skip_unreadable: skip images that cannot be decoded instead of raising (:mod:`sibnet.data.base`).
             **options: dataset-specific settings (:attr:`options`); a None value means "the default".
 
         Raises:
@@ -92,7 +94,14 @@ class DatasetSpec:
             takes = ", ".join(self.options) or "none"
             raise ValueError(f"{self.title} does not take {', '.join(foreign)} (its options: {takes})")
         return self.dataset_class(
-            data_root, split, transform=transform, train=train, seed=seed, boxes=boxes, **given
+            data_root,
+            split,
+            transform=transform,
+            train=train,
+            seed=seed,
+            boxes=boxes,
+            skip_unreadable=skip_unreadable,
+            **given,
         )
 
 

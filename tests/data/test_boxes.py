@@ -162,10 +162,15 @@ def test_unreadable_images_are_counted_named_and_skipped(emotic_root: Path):
     assert "unreadable images: 2" in text and corrupt in text
     statuses = {item["image"]: item["status"] for item in _lines(summary.out)[1:]}
     assert statuses[corrupt] == statuses[missing] == "unreadable"
+    # Issue 11: the dataset no longer keeps the people the cache found unreadable (they crashed the run when
+    # read): strict (the default, --strict) refuses the split naming them; skipping drops and lists them.
     split = cues[3]["split"]
-    ds = EmoticDataset(emotic_root, split, check_files=False, transform=InputTransform(64, 72))
-    rec = next(r for r in ds.records if r.annotation.image == corrupt)
-    assert rec.face_box is None and rec.face_source == "missing"
+    with pytest.raises(DatasetError, match=r"unreadable according to the box cache .*" + corrupt):
+        EmoticDataset(emotic_root, split, check_files=False, transform=InputTransform(64, 72))
+    ds = EmoticDataset(emotic_root, split, skip_unreadable=True, transform=InputTransform(64, 72))
+    assert all(r.annotation.image != corrupt for r in ds.records)
+    assert any(s.image.endswith(corrupt) and s.found_by == "box cache" for s in ds.skipped)
+    assert ds.summary()["skipped_unreadable"] == len(ds.skipped) >= 1
 
 
 class FakeFrameFaces:
