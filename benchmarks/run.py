@@ -60,7 +60,7 @@ import torch  # noqa: E402
 from demo.pipeline import MODELS, Analyzer  # noqa: E402
 from demo.render import figure5, save_png  # noqa: E402
 from sibnet.cam import CAM_METHODS, METHOD_TITLES, branch_cams, naive_branch_cams  # noqa: E402
-from sibnet.inference import cpu_features  # noqa: E402
+from sibnet.inference import cpu_features, prepare  # noqa: E402
 
 FAITHFULNESS_HEADING = "## CAM faithfulness on planted-cue data"  # written by benchmarks/cam_faithfulness.py
 ONE, TWO, BUS = "grace_hopper (1 person)", "zidane (2 people)", "bus (2 faces found)"
@@ -216,6 +216,17 @@ def bench_core(analyzer: Analyzer, paths: dict[str, Path], rounds: int) -> dict[
             entry.fast.head(entry.fast.features(*inputs[entry.key]))
         sync(device)
 
+    fp32 = (
+        {key: prepare(e.model, device, "fp32") for key, e in analyzer.models.items()}
+        if analyzer.precision != "fp32"
+        else {}
+    )
+
+    def forward_prepared_fp32() -> None:
+        for key, fast in fp32.items():
+            fast.head(fast.features(*inputs[key]))
+        sync(device)
+
     def detection() -> None:
         analyzer.face_detector.detect(rgb)
         if analyzer.person_detector is not None:
@@ -223,6 +234,26 @@ def bench_core(analyzer: Analyzer, paths: dict[str, Path], rounds: int) -> dict[
 
     def figure() -> None:
         figure5(base, 0)
+
+    png_folder = Path(tempfile.mkdtemp(prefix="sibnet-bench-png-"))
+
+    def figure_png() -> None:
+        save_png(figure5(base, 0), png_folder / "figure.png")
+
+    def one_model(key: str, kind: str) -> Callable[[], None]:
+        entry = analyzer.models[key]
+        batch = inputs[key]
+
+        def plain() -> None:
+            with torch.no_grad():
+                entry.model.forward_head(entry.model.forward_features(*batch))
+            sync(device)
+
+        def prepared() -> None:
+            entry.fast.head(entry.fast.features(*batch))
+            sync(device)
+
+        return plain if kind == "plain" else prepared
 
     def reexplain(method: str) -> Callable[[], None]:
         def run() -> None:
@@ -235,10 +266,20 @@ def bench_core(analyzer: Analyzer, paths: dict[str, Path], rounds: int) -> dict[
 
     fns: dict[str, Callable[[], None]] = {"reference": reference}
     fns.update({f"full {name}": full(name) for name in paths})
-    fns.update({"forward plain": forward_plain, "forward prepared": forward_prepared, "detection": detection})
+    fns.update({"forward plain": forward_plain, "forward prepared": forward_prepared})
+    if fp32:
+        fns["forward prepared fp32"] = forward_prepared_fp32
+    fns["detection"] = detection
+    fns.update(
+        {f"{key} {kind}": one_model(key, kind) for key in analyzer.models for kind in ("plain", "prepared")}
+    )
     fns["figure"] = figure
+    fns["figure + PNG"] = figure_png
     fns.update({f"reexplain {m}": reexplain(m) for m in CAM_METHODS})
-    samples = interleaved(fns, rounds)
+    try:
+        samples = interleaved(fns, rounds)
+    finally:
+        shutil.rmtree(png_folder, ignore_errors=True)
     ref = samples["reference"]
     for name in paths:  # drop the warm-up rounds' stage samples
         stages[name] = {k: v[-rounds:] for k, v in stages[name].items()}
@@ -263,11 +304,16 @@ def bench_core(analyzer: Analyzer, paths: dict[str, Path], rounds: int) -> dict[
                 "p50_ms": p50(samples[f"forward {kind}"]) * 1e3,
                 "ratio": ratio(samples[f"forward {kind}"], ref),
             }
-            for kind in ("plain", "prepared")
+            for kind in ("plain", "prepared", "prepared fp32")
+            if f"forward {kind}" in samples
         },
-        "forward_per_model_ms": _per_model_forward(analyzer, inputs, rounds),
+        "forward_per_model_ms": {
+            key: {kind: p50(samples[f"{key} {kind}"]) * 1e3 for kind in ("plain", "prepared")}
+            for key in analyzer.models
+        },
         "detection_ms": p50(samples["detection"]) * 1e3,
         "figure_ms": p50(samples["figure"]) * 1e3,
+        "figure_and_png_ms": p50(samples["figure + PNG"]) * 1e3,
         "reexplain": {
             m: {
                 "maps_ms": p50(reexplain_maps[m]) * 1e3,
@@ -276,32 +322,7 @@ def bench_core(analyzer: Analyzer, paths: dict[str, Path], rounds: int) -> dict[
             for m in CAM_METHODS
         },
     }
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(5):
-            save_png(figure5(base, 0), Path(tmp) / "figure.png")
-    out["figure_and_png_ms"] = (time.perf_counter() - start) / 5 * 1e3
     return out
-
-
-def _per_model_forward(analyzer: Analyzer, inputs: dict, rounds: int) -> dict[str, dict[str, float]]:
-    fns: dict[str, Callable[[], None]] = {}
-    for key, entry in analyzer.models.items():
-        batch = inputs[key]
-
-        def plain(entry: Any = entry, batch: Any = batch) -> None:
-            with torch.no_grad():
-                entry.model.forward_head(entry.model.forward_features(*batch))
-
-        def prepared(entry: Any = entry, batch: Any = batch) -> None:
-            entry.fast.head(entry.fast.features(*batch))
-
-        fns[f"{key} plain"], fns[f"{key} prepared"] = plain, prepared
-    samples = interleaved(fns, max(3, rounds // 2), warmup=1)
-    return {
-        key: {kind: p50(samples[f"{key} {kind}"]) * 1e3 for kind in ("plain", "prepared")}
-        for key in analyzer.models
-    }
 
 
 # --- the CAM stage against its limit and the naive way (earlier targets) ---
@@ -743,11 +764,20 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {MODELS[key]} | {r['plain']:.0f} | {r['prepared']:.0f} |")
     fwd = core["forward"]
     lines += [
-        f"| **all three** (interleaved with the reference) | {fwd['plain']['p50_ms']:.0f} "
+        f"| **all three** (× the reference) | {fwd['plain']['p50_ms']:.0f} "
         f"({fwd['plain']['ratio']:.2f}×) | {fwd['prepared']['p50_ms']:.0f} ({fwd['prepared']['ratio']:.2f}×) |",
         "",
         "*plain*: `forward_features` + head of the float32 model. *prepared*: `sibnet.inference.prepare` "
         f"({env['prepared']}), what the demo runs; heads and CAMs stay float32.",
+        *(
+            [
+                "",
+                "Prepared in float32 (what `--precision fp32` and CPUs without native bf16 run), the three: "
+                f"{fwd['prepared fp32']['p50_ms']:.0f} ms ({fwd['prepared fp32']['ratio']:.2f}× the reference).",
+            ]
+            if "prepared fp32" in fwd
+            else []
+        ),
         "",
         "## Re-explaining one person (another method or target: maps of the three models from cached features)",
         "",
