@@ -8,6 +8,11 @@
 The model's own input recipe (``model.config.transform``, from its ``config.json``) builds the evaluation
 crops (center crops, §4.2); its label list must equal the dataset's. Metrics: :mod:`sibnet.metrics`. Under ``torchrun`` every
 rank scores a shard and the scores are gathered before the metric is computed.
+
+Scores are float32 (``--amp off``, the default): reduced-precision logits tie and bias mAP. People left out
+are reported, never silently dropped: images that cannot be decoded (skipped, unless ``--strict``; see
+:mod:`sibnet.data.base`) under ``skipped`` with their files, and EMOTIC people without any label (excluded
+from the metric, :mod:`sibnet.data.emotic`) under ``unlabeled``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,7 @@ from sibnet.data.base import TripleDataset
 from sibnet.data.masking import BRANCHES, InputTransform
 from sibnet.data.registry import get_dataset, list_datasets
 from sibnet.distributed import DistContext, all_gather_cat, amp_dtype, autocast, init_distributed, shutdown
-from sibnet.errors import USER_ERRORS, LabelMismatchError, error_message
+from sibnet.errors import USER_ERRORS, DatasetError, LabelMismatchError, error_message
 from sibnet.metrics import MultiLabelMetrics, SingleLabelMetrics, compute_metrics, format_report
 
 
@@ -77,7 +82,16 @@ class Predictions:
 
     logits: np.ndarray  # (N, K) float32
     targets: np.ndarray  # (N, K) float32 multi-hot / one-hot
-    indices: np.ndarray  # (N,) dataset item indices, 0..N-1
+    indices: np.ndarray  # (N,) dataset item indices of the scored items, ascending
+    unreadable: dict[int, str] = field(default_factory=dict)  # item index → decoder error (left out)
+
+
+def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
+    if not ctx.enabled:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    torch.distributed.all_gather_object(out, obj)
+    return out
 
 
 def eval_loader(
@@ -113,6 +127,9 @@ def predict(
 ) -> Predictions:
     """Run ``model`` (eval mode) over ``loader`` and gather the logits of every rank.
 
+    Items a skipping dataset could not decode (``"ok": False``) are left out and returned in
+    ``Predictions.unreadable``.
+
     Args:
         model: the network (not the DDP wrapper: every rank runs its own shard, no gradient sync).
         loader: from :func:`eval_loader`.
@@ -125,8 +142,12 @@ def predict(
     was_training = model.training
     model.eval()
     logits, targets, indices = [], [], []
+    unreadable: dict[int, str] = {}
     try:
         for batch in tqdm(loader, desc=desc, disable=not (progress and ctx.is_main), leave=False):
+            batch = drop_unreadable(batch, unreadable)
+            if batch is None:
+                continue
             inputs = [batch[k].to(ctx.device, non_blocking=True) for k in BRANCHES]
             with autocast(ctx.device, amp):
                 out = model(*inputs)
@@ -143,11 +164,81 @@ def predict(
     idx = all_indices.cpu().numpy()
     # DistributedSampler pads the shards by repeating items: keep each item once, in item order.
     unique, first = np.unique(idx, return_index=True)
+    merged = {i: e for part in gather_objects(ctx, unreadable) for i, e in part.items()}
     return Predictions(
         logits=all_logits.cpu().numpy()[first],
         targets=all_targets.cpu().numpy()[first],
         indices=unique,
+        unreadable=dict(sorted(merged.items())),
     )
+
+
+def drop_unreadable(batch: dict[str, Any], found: dict[int, str]) -> dict[str, Any] | None:
+    """The batch without the items a skipping dataset could not decode (recorded in ``found``: index →
+    error); None when none is left. A batch without ``"ok"`` (a dataset that raises instead) is returned as is."""
+    ok = batch.get("ok")
+    if ok is None or bool(ok.all()):
+        return batch
+    for i in (~ok).nonzero().flatten().tolist():
+        found[int(batch["index"][i])] = batch["error"][i]
+    keep = ok.nonzero().flatten()
+    if keep.numel() == 0:
+        return None
+    return {k: (v[keep] if isinstance(v, torch.Tensor) else v) for k, v in batch.items() if k != "error"}
+
+
+@dataclass
+class Evaluation:
+    """A split's metrics and who was left out of them (``to_dict`` merges both)."""
+
+    metrics: MultiLabelMetrics | SingleLabelMetrics
+    skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable images: image, reason, found_by
+    unlabeled: int = 0  # EMOTIC people without any label, excluded from the metric
+
+    @property
+    def metric(self) -> str:
+        return self.metrics.metric
+
+    @property
+    def value(self) -> float:
+        return self.metrics.value
+
+    @property
+    def num_samples(self) -> int:
+        return self.metrics.num_samples
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.metrics.to_dict(),
+            "skipped": {"count": len(self.skipped), "images": self.skipped},
+            "unlabeled": self.unlabeled,
+        }
+
+    def notes(self) -> list[str]:
+        """One line per kind of person left out (none when nobody was)."""
+        lines = []
+        if self.skipped:
+            shown = ", ".join(s["image"] for s in self.skipped[:3]) + (
+                " ..." if len(self.skipped) > 3 else ""
+            )
+            lines.append(f"skipped {len(self.skipped)} people with unreadable images (not scored): {shown}")
+        if self.unlabeled:
+            lines.append(f"{self.unlabeled} people without any label excluded from the metric")
+        return lines
+
+
+def skipped_entries(dataset: Dataset, unreadable: dict[int, str]) -> list[dict[str, str]]:
+    """Everything ``dataset`` left out for unreadable images: found by the box cache when opened, and found
+    when read (``unreadable``: item index → error), as ``{"image", "reason", "found_by"}``."""
+    out = [
+        {"image": s.image, "reason": s.reason, "found_by": s.found_by}
+        for s in getattr(dataset, "skipped", [])
+    ]
+    records = getattr(dataset, "records", None)
+    for index, reason in unreadable.items():
+        image = str(records[index].path) if records is not None else f"item {index}"
+        out.append({"image": image, "reason": reason, "found_by": "loader"})
+    return out
 
 
 def evaluate_model(
@@ -160,15 +251,27 @@ def evaluate_model(
     amp: torch.dtype | None = None,
     progress: bool = False,
     desc: str = "eval",
-) -> MultiLabelMetrics | SingleLabelMetrics:
-    """Score ``model`` on ``dataset`` with the dataset's metric (mAP if ``dataset.multi_label`` else accuracy)."""
+) -> Evaluation:
+    """Score ``model`` on ``dataset`` with the dataset's metric (mAP if ``dataset.multi_label`` else accuracy),
+    in float32 unless ``amp`` says otherwise, over the items that could be read.
+
+    Raises:
+        DatasetError: no item of the split could be read.
+    """
     ctx = ctx or DistContext(device=next(model.parameters()).device)
     preds = predict(
         model, eval_loader(dataset, batch_size, workers, ctx), ctx=ctx, amp=amp, progress=progress, desc=desc
     )
-    if len(preds.indices) != len(dataset):
+    if len(preds.indices) + len(preds.unreadable) != len(dataset):
         raise RuntimeError(f"scored {len(preds.indices)} of {len(dataset)} items; the gather lost some")
-    return compute_metrics(preds.targets, preds.logits, list(dataset.labels), bool(dataset.multi_label))
+    skipped = skipped_entries(dataset, preds.unreadable)
+    if not len(preds.indices):
+        raise DatasetError(
+            f"no item of the split could be read ({len(skipped)} unreadable, e.g. {skipped[0]['image']}: "
+            f"{skipped[0]['reason']})"
+        )
+    metrics = compute_metrics(preds.targets, preds.logits, list(dataset.labels), bool(dataset.multi_label))
+    return Evaluation(metrics, skipped, int(getattr(dataset, "unlabeled", 0)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--val-fraction", type=float, default=None, help="CAER-S: validation share of train/ (default 0.1)"
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on the first unreadable image instead of skipping it (skipped ones are listed in the report)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -225,6 +333,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             transform=cfg.transform,
             train=False,
             boxes=args.boxes,
+            skip_unreadable=not args.strict,
             annotations=args.annotations,
             val_fraction=args.val_fraction,
         )
@@ -252,7 +361,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "training": getattr(model, "training_info", {}),
         }
         if ctx.is_main:
-            print(format_report(report, f"{cfg.name} on {args.dataset} {args.split} ({len(dataset)} items)"))
+            title = f"{cfg.name} on {args.dataset} {args.split} ({report.num_samples} scored)"
+            print(format_report(report.metrics, title))
+            for line in report.notes():
+                print(line)
             if args.json is not None:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -142,3 +142,30 @@ def test_bad_input_is_one_error_line(
     assert err.startswith("error: ") and err.count("\n") == 1, err
     named = {"missing checkpoint": "nowhere", "missing data root": "no-data", "pickle checkpoint": "model.pt"}
     assert named[problem] in err
+
+
+def test_report_counts_skipped_and_unlabeled_people(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Issue 11: a truncated test image is skipped and named, the unlabeled person excluded and counted,
+    both in the report; --strict fails on the image instead."""
+    from tests.data._release import write_release_emotic
+
+    root = tmp_path / "emotic"
+    people = write_release_emotic(root)["test"]  # one of the three people has no label
+    victim = root / people[2].image
+    victim.write_bytes(victim.read_bytes()[:300])  # cut short: PIL opens it, decoding fails
+    ckpt = _checkpoint(tmp_path, EMOTIC_CATEGORIES, True)
+    out = tmp_path / "report.json"
+    argv = ["--checkpoint", str(ckpt), "--dataset", "emotic", "--data-root", str(root), "--split", "test",
+            "--workers", "0", "--no-progress"]  # fmt: skip
+    assert evaluate.main([*argv, "--json", str(out)]) == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["num_samples"] == 1 and report["unlabeled"] == 1
+    assert report["skipped"]["count"] == 1
+    (entry,) = report["skipped"]["images"]
+    assert entry["image"] == str(victim) and entry["found_by"] == "loader" and entry["reason"]
+    printed = capsys.readouterr().out
+    assert "skipped 1 people with unreadable images" in printed and victim.name in printed
+    assert "1 people without any label excluded from the metric" in printed
+    assert evaluate.main([*argv, "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and victim.name in err

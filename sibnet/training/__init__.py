@@ -12,7 +12,7 @@ Recipe (§4.2; every value a flag): Adam; lr 1e-4 for the backbone parameters (t
 50 %, 75 % and 87.5 % of the training, counted in optimizer steps so that "7.5 of 10 epochs" is exact;
 batch 32 for 10 epochs on EMOTIC, 64 for 20 epochs on CAER-S; the loss of the variant's Table-2 row (BCE on
 the fused score, plus BCM 1:1 for the rows with B); ImageNet-pretrained trunks. The paper averages three runs:
-``--seeds 0 1 2`` trains one per seed and reports mean ± std.
+seeds 0, 1, 2 are the default (one run per seed, mean ± std reported; ``--seeds 0`` for one).
 
 Model selection uses the validation split only (EMOTIC ``val``; CAER-S ``val`` carved from ``train/``). The
 authors' released code selected the checkpoint with the best *test* score, which overstates test results; we
@@ -21,7 +21,9 @@ never look at test until the selected checkpoint is final.
 Output layout::
 
     <out>/<run-name>/
-        summary.json                 per-seed selected epoch, val and test metric; mean ± std over seeds
+        summary.json                 per-seed selected epoch, val and test metric; mean ± std over seeds;
+                                     skipped (unreadable images per split) and unlabeled (people left out)
+        skipped_images.tsv           only when images were unreadable: split, image, found_by, reason
         seed<k>/
             metrics.jsonl            one JSON object per finished epoch: epoch, step, lrs (per group, first
                                      and last step), train losses, val metric and loss, best so far,

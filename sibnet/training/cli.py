@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="discard existing seed folders and start over")
     g.add_argument("--no-test", action="store_true", help="do not score the selected checkpoint on test")
     g.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on the first unreadable image (default: skip it, count it, list it in the run folder)",
+    )
+    g.add_argument(
         "--write-digests",
         action="store_true",
         help="every rank writes seed<k>/digest-rank<r>.json (SHA-256 of its final weights; DDP checks)",
@@ -204,6 +209,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         annotations=args.annotations,
         boxes=args.boxes,
         val_fraction=args.val_fraction,
+        strict=args.strict,
         evaluate_test=not args.no_test,
         resume=args.resume,
         overwrite=args.overwrite,

@@ -23,6 +23,7 @@ LAST_NAME = "last.pt"
 BEST_NAME = "best"
 LOG_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
+SKIPPED_NAME = "skipped_images.tsv"  # the unreadable images a run left out (only when there are any)
 
 
 # §4.2: "we average the results of three experiments"; a bare run follows it (``--seeds 0`` for one).
@@ -58,6 +59,7 @@ class TrainConfig:
     annotations: Path | None = None
     boxes: Path | None = None
     val_fraction: float | None = None  # CAER-S: share of train/ held out as val (None: the dataset's 0.1)
+    strict: bool = False  # True: the first unreadable image is an error instead of being skipped
     evaluate_test: bool = True
     resume: bool = False  # True: a resume state must exist
     overwrite: bool = False
@@ -103,6 +105,7 @@ class TrainConfig:
         return {
             "run_dir": str(self.run_dir),
             "summary": str(self.run_dir / SUMMARY_NAME),
+            "skipped_images": str(self.run_dir / SKIPPED_NAME),
             "seeds": {
                 f"seed{s}": {
                     "metrics": str(self.seed_dir(s) / LOG_NAME),
@@ -131,6 +134,7 @@ class TrainConfig:
                 "boxes": str(self.boxes) if self.boxes else None,
                 "val_fraction": self.val_fraction,
                 "selection_split": "val",
+                "unreadable_images": "error" if self.strict else "skipped and listed",
                 "evaluate_test": self.evaluate_test,
             },
             "seeds": list(self.seeds),

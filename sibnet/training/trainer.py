@@ -4,14 +4,24 @@
 split, keep the checkpoint with the best validation metric (the authors' released code kept the epoch with the
 best *test* score; test is scored here once, after training, on the selected checkpoint), save the resume
 state. Everything else (data, model, optimiser, resume) is set up around it.
+
+Unreadable images never stop a run (unless ``--strict``, which fails on the first): the ones the box cache
+marks unreadable are dropped when a split is opened, the ones that fail to decode are left out of their batch
+(a step left with fewer than two items, too few for BatchNorm, is skipped on every rank), and all are listed
+in ``<run>/skipped_images.tsv`` (split, image, found by, reason), counted in ``summary.json["skipped"]`` and
+in one printed line. A split with no readable item is an error. EMOTIC people without any label are left out
+by the dataset (:mod:`sibnet.data.emotic`) and counted in ``summary.json["unlabeled"]``.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import shutil
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from sibnet.checkpoints import load_model
-from sibnet.data.base import check_disjoint
+from sibnet.data.base import UnreadableImages, check_disjoint
 from sibnet.data.masking import BRANCHES
 from sibnet.distributed import (
     DistContext,
@@ -37,11 +47,19 @@ from sibnet.distributed import (
     unwrap,
 )
 from sibnet.errors import USER_ERRORS, TrainingError, error_message
-from sibnet.evaluate import check_labels, eval_loader, evaluate_model, predict
+from sibnet.evaluate import (
+    check_labels,
+    drop_unreadable,
+    eval_loader,
+    evaluate_model,
+    gather_objects,
+    predict,
+    skipped_entries,
+)
 from sibnet.losses import ContextLoss
 from sibnet.metrics import compute_metrics
 from sibnet.models.registry import build_model
-from sibnet.training.config import BEST_NAME, LAST_NAME, LOG_NAME, SUMMARY_NAME, TrainConfig
+from sibnet.training.config import BEST_NAME, LAST_NAME, LOG_NAME, SKIPPED_NAME, SUMMARY_NAME, TrainConfig
 from sibnet.training.optim import build_optimizer, build_scheduler, group_lrs
 from sibnet.training.state import (
     Progress,
@@ -61,13 +79,59 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class SkipLog:
+    """The unreadable images of a run, per split, over every seed and epoch (see the module docstring)."""
+
+    SPLITS = ("train", "val", "test")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.by_split: dict[str, dict[str, dict[str, str]]] = {s: {} for s in self.SPLITS}
+        self.unlabeled: dict[str, int] = {}
+
+    def add(self, split: str, entries: list[dict[str, str]]) -> None:
+        for entry in entries:
+            self.by_split[split].setdefault(entry["image"], entry)
+
+    def counts(self) -> dict[str, int]:
+        return {s: len(v) for s, v in self.by_split.items()}
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts().values())
+
+    def write(self) -> None:
+        """Rewrite the listing (only when something was skipped)."""
+        if not self.total:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+            writer.writerow(["split", "image", "found_by", "reason"])
+            for split, entries in self.by_split.items():
+                for e in entries.values():
+                    writer.writerow([split, e["image"], e["found_by"], " ".join(e["reason"].split())])
+        tmp.replace(self.path)
+
+    def line(self) -> str | None:
+        if not self.total:
+            return None
+        counts = ", ".join(f"{s} {n}" for s, n in self.counts().items())
+        return f"skipped {self.total} unreadable image(s) ({counts}), listed in {self.path}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.counts(), "file": str(self.path) if self.total else None}
+
+
 class Trainer:
     """Trains one seed of a :class:`TrainConfig`: data, model, optimiser, epochs, selection, resume."""
 
-    def __init__(self, cfg: TrainConfig, seed: int, ctx: DistContext) -> None:
+    def __init__(self, cfg: TrainConfig, seed: int, ctx: DistContext, skips: SkipLog | None = None) -> None:
         self.cfg = cfg
         self.seed = seed
         self.ctx = ctx
+        self.skips = skips if skips is not None else SkipLog(cfg.run_dir / SKIPPED_NAME)
         self.dir = cfg.seed_dir(seed)
         self.best_dir = self.dir / BEST_NAME
         self.amp = amp_dtype(ctx.device, cfg.amp)
@@ -100,9 +164,15 @@ class Trainer:
             train=train,
             seed=self.seed,
             boxes=c.boxes,
+            skip_unreadable=not c.strict,
             **c.dataset_options(),
         )
         check_labels(c.model.labels, ds.labels, where=f"model {c.model.name!r}")
+        self.skips.add(split, skipped_entries(ds, {}))  # the box cache's unreadable images
+        unlabeled = int(getattr(ds, "unlabeled", 0))
+        if unlabeled and split not in self.skips.unlabeled:
+            self._print(f"note: {split}: {unlabeled} people without any label left out (sibnet.data.emotic)")
+        self.skips.unlabeled[split] = unlabeled
         return ds
 
     def setup(self) -> None:
@@ -115,6 +185,8 @@ class Trainer:
         if cfg.evaluate_test:
             try:
                 self.test_set = self._open("test", train=False)
+            except UnreadableImages:  # --strict: a damaged test split is an error, not a missing one
+                raise
             except USER_ERRORS as err:  # a dataset without a test split still trains
                 self._print(f"note: no test evaluation ({error_message(err)})")
         check_disjoint({"train": self.train_set, "val": self.val_set, "test": self.test_set})
@@ -256,6 +328,7 @@ class Trainer:
             self.train_set.set_epoch(epoch)  # reproducible random crops (same on every rank and worker)
         lrs_start = lrs_last = group_lrs(self.optimizer)
         sums = [0.0, 0.0, 0.0, 0.0]  # total, fused, branch (each × batch), samples
+        unreadable: dict[int, str] = {}
         bar = tqdm(
             total=self.steps_per_epoch,
             desc=f"seed {self.seed} epoch {epoch}/{cfg.epochs}",
@@ -266,6 +339,18 @@ class Trainer:
         for i, batch in enumerate(self.train_loader):
             if i >= self.steps_per_epoch:
                 break
+            if "ok" in batch:  # a skipping dataset: leave out what could not be decoded
+                batch = drop_unreadable(batch, unreadable)
+                short = batch is None or len(batch["index"]) < 2  # BatchNorm needs two items
+                if ctx.enabled:  # every rank skips the step together, or DDP's all-reduce would wait forever
+                    short = all_reduce_sum(ctx, [float(short)])[0] > 0
+                if short:
+                    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": meant
+                        warnings.simplefilter("ignore", UserWarning)
+                        self.scheduler.step()  # the schedule stays on its steps
+                    self.progress.step += 1
+                    bar.update(1)
+                    continue
             inputs = [batch[k].to(ctx.device, non_blocking=True) for k in BRANCHES]
             target = batch["target"].to(ctx.device, non_blocking=True)
             with autocast(ctx.device, self.amp):  # bf16 (or fp16 + GradScaler) on CUDA, fp32 on CPU
@@ -297,6 +382,12 @@ class Trainer:
         bar.close()
         seconds = time.perf_counter() - started
         total, fused, branch, samples = all_reduce_sum(ctx, sums)
+        merged = {i: e for part in gather_objects(ctx, unreadable) for i, e in part.items()}
+        self.skips.add("train", skipped_entries(self.train_set, merged))
+        if not samples:
+            example = next(iter(self.skips.by_split["train"].values()), None)
+            shown = f", e.g. {example['image']}: {example['reason']}" if example else ""
+            raise TrainingError(f"epoch {epoch}: no training item could be read{shown}")
         return {
             # [lr of the epoch's first step, lr of its last step], per parameter group
             "lrs": {k: [lrs_start[k], lrs_last[k]] for k in lrs_start},
@@ -315,6 +406,9 @@ class Trainer:
         preds = predict(
             model, self.val_loader, ctx=self.ctx, amp=None, progress=self.cfg.progress, desc="val"
         )
+        self.skips.add("val", skipped_entries(self.val_set, preds.unreadable))
+        if not len(preds.indices):
+            raise TrainingError(f"no validation item could be read (see {self.skips.path})")
         report = compute_metrics(
             preds.targets, preds.logits, list(self.val_set.labels), self.cfg.model.multi_label
         )
@@ -360,6 +454,7 @@ class Trainer:
         self._save_state()  # first the state, then the log rewritten from it
         if self.ctx.is_main:
             write_log(self.dir / LOG_NAME, p.history)
+            self.skips.write()
         self._print(
             f"seed {self.seed} epoch {epoch}/{self.cfg.epochs}: loss {record['train']['loss']:.4f}, val "
             f"{val['metric']} {100 * val['value']:.2f}%{' (best)' if is_best else ''}, "
@@ -417,6 +512,7 @@ class Trainer:
             progress=self.cfg.progress,
             desc="test",
         )
+        self.skips.add("test", [s for s in report.skipped if s["found_by"] == "loader"])
         self._print(
             f"seed {self.seed}: selected epoch {self.progress.best_epoch} (val "
             f"{100 * self.progress.best_value:.2f}%), test {report.metric} {100 * report.value:.2f}%"
@@ -447,12 +543,18 @@ def train(cfg: TrainConfig, ctx: DistContext | None = None) -> dict[str, Any]:
     try:
         if ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-        results = [Trainer(cfg, seed, ctx).fit() for seed in cfg.seeds]
+        skips = SkipLog(cfg.run_dir / SKIPPED_NAME)
+        results = [Trainer(cfg, seed, ctx, skips).fit() for seed in cfg.seeds]
         summary = summarize(cfg, results)
+        summary["skipped"] = skips.to_dict()  # unreadable images left out, per split
+        summary["unlabeled"] = dict(skips.unlabeled)  # people without any label left out, per split
         if ctx.is_main:
             cfg.run_dir.mkdir(parents=True, exist_ok=True)
+            skips.write()
             (cfg.run_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
             print(format_summary(summary))
+            if skips.line():
+                print(skips.line())
             print(f"wrote {cfg.run_dir / SUMMARY_NAME}")
         return summary
     finally:

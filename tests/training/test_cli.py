@@ -12,7 +12,7 @@ import pytest
 import sibnet
 from sibnet import train
 from sibnet.labels import CAER_CLASSES
-from tests.training._runs import caer_args, train_args
+from tests.training._runs import caer_args, read_log, train_args
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "REPRODUCE.md"
 
@@ -91,6 +91,7 @@ def test_bcm_needs_branch_heads(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "missing annotations",
         "missing image",
         "unreadable image",
+        "unreadable image, strict",
         "empty split",
         "offline",
     ],
@@ -111,12 +112,14 @@ def test_bad_input_is_one_error_line(
         victim = sorted(root.rglob("*_val_*.jpg"))[0]
         victim.unlink()
         args, named = train_args("emotic", root, tmp_path / "out"), victim.name
-    elif problem == "unreadable image":
+    elif problem.startswith("unreadable image"):
         root = shutil.copytree(caer_root, tmp_path / "caer")
         for image in (root / "train").rglob("*.png"):
             image.write_bytes(b"\x89PNG garbage")
-        # A DataLoader worker raises it: the message must still be one line.
-        args, named = caer_args(root, tmp_path / "out", "--workers", "1"), ".png"
+        # Skipped, every one: no training item is left. --strict: a DataLoader worker raises on the first;
+        # the message must still be one line.
+        strict = ["--strict"] if problem.endswith("strict") else []
+        args, named = caer_args(root, tmp_path / "out", "--workers", "1", *strict), ".png"
     elif problem == "empty split":
         root = shutil.copytree(caer_root, tmp_path / "caer")
         for image in (root / "train").rglob("*.png"):
@@ -130,3 +133,83 @@ def test_bad_input_is_one_error_line(
     assert rc == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err and named in err
+
+
+# --- issue 11 ---------------------------------------------------------------------------------------------
+
+
+def _truncate(path: Path) -> None:
+    """A JPEG cut short, as an interrupted download leaves it: PIL opens it, then fails to decode it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_unreadable_images_are_skipped_counted_and_listed(
+    tmp_path: Path, emotic_root: Path, capsys: pytest.CaptureFixture[str]
+):
+    from sibnet.data.boxcache import cache_line
+
+    root = shutil.copytree(emotic_root, tmp_path / "emotic")
+    cues = json.loads((root / "cues.json").read_text())["items"]
+    first = {split: next(c for c in cues if c["split"] == split) for split in ("train", "val", "test")}
+    _truncate(root / first["train"]["image"])  # found when read, mid-epoch
+    _truncate(root / first["val"]["image"])  # found when validating
+    test = first["test"]  # found by the box cache builder (its "unreadable" line, as it writes one)
+    with (root / "sibnet_boxes_emotic.jsonl").open("a") as f:
+        f.write(cache_line(test["key"], test["image"], face=None, face_source=None, body=test["body_box"],
+                           body_source="annotation", status="unreadable", error="image file is truncated"))  # fmt: skip
+    out = tmp_path / "out"
+    # Four steps of four (the shuffle is seeded: the truncated image is among them).
+    args = train_args("emotic", root, out, "--max-steps-per-epoch", "4")
+    assert train.main(args) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    listing = out / "emotic-face" / "skipped_images.tsv"
+    assert f"skipped 3 unreadable image(s) (train 1, val 1, test 1), listed in {listing}" in printed
+    rows = [line.split("\t") for line in listing.read_text().splitlines()]
+    assert rows[0] == ["split", "image", "found_by", "reason"]
+    found = {(split, Path(image).name, by) for split, image, by, _ in rows[1:]}
+    assert found == {
+        ("train", Path(first["train"]["image"]).name, "loader"),
+        ("val", Path(first["val"]["image"]).name, "loader"),
+        ("test", Path(test["image"]).name, "box cache"),
+    }
+    summary = json.loads((out / "emotic-face" / "summary.json").read_text())
+    assert summary["skipped"] == {"train": 1, "val": 1, "test": 1, "file": str(listing)}
+    log = read_log(out / "emotic-face" / "seed0" / "metrics.jsonl")
+    people = lambda split, image=None: sum(c["split"] == split and image in (None, c["image"]) for c in cues)  # noqa: E731
+    # Left out, not scored or trained on as zeros (an image holds one or two people).
+    assert log[0]["val"]["n"] == people("val") - people("val", first["val"]["image"])
+    assert log[0]["samples"] < 4 * 4  # four steps of four, the truncated image's people left out
+    assert summary["seeds"][0]["test_report"]["skipped"]["count"] == 1
+    # --strict fails fast instead, naming the file.
+    assert train.main([*args, "--strict", "--out", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and Path(test["image"]).name in err
+
+
+def test_annotations_resolve_per_split_through_the_command_line(
+    tmp_path: Path, emotic_root: Path, capsys: pytest.CaptureFixture[str]
+):
+    pre = emotic_root / "emotic_pre"
+    out = tmp_path / "out"
+    # The issue's command: one split's CSV. Validation reads val.csv beside it, not the training rows.
+    assert train.main(train_args("emotic", emotic_root, out, "--annotations", str(pre / "train.csv"))) == 0
+    n_val = len((pre / "val.csv").read_text().splitlines()) - 1
+    assert read_log(out / "emotic-face" / "seed0" / "metrics.jsonl")[0]["val"]["n"] == n_val
+    capsys.readouterr()
+    # A folder whose test.csv is the training rows: refused before training, naming both splits.
+    leak = tmp_path / "leak"
+    leak.mkdir()
+    for split in ("train", "val"):
+        shutil.copy(pre / f"{split}.csv", leak / f"{split}.csv")
+    shutil.copy(pre / "train.csv", leak / "test.csv")
+    assert train.main(train_args("emotic", emotic_root, tmp_path / "o2", "--annotations", str(leak))) == 2
+    err = capsys.readouterr().err
+    assert "the train and test splits share" in err and err.count("\n") == 1
+
+
+def test_a_bare_run_follows_the_paper_with_three_seeds(tmp_path: Path):
+    bare = ["--dataset", "emotic", "--data-root", str(tmp_path), "--model", "sibnet"]
+    assert train.resolve_config(train.build_parser().parse_args(bare)).seeds == (0, 1, 2)  # §4.2
+    one = train.resolve_config(train.build_parser().parse_args([*bare, "--seeds", "0"]))
+    assert one.seeds == (0,)
