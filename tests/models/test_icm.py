@@ -81,3 +81,23 @@ def test_icm_output_bn_init_is_a_recorded_choice():
 def test_unknown_icm_variant_lists_valid():
     with pytest.raises(ValueError, match=r"valid variants: \['clf', 'gclf', 'lf'\]"):
         create_icm("nonlocal", 8)
+
+
+def test_icm_bn_init_is_saved_and_old_checkpoints_load(tmp_path):
+    """The field travels in config.json (the checkpoint validation knows it); a config written before it
+    existed loads with the default γ = 1, its weights replacing the init anyway."""
+    import json
+
+    from sibnet.checkpoints import load_model
+
+    model = sibnet.create_model("sibnet", pretrained=False, input_size=32, icm_expansion=1, icm_bn_init=0.0)
+    folder = model.save_pretrained(tmp_path / "new")
+    assert json.loads((folder / "config.json").read_text())["icm_bn_init"] == 0.0
+    assert load_model(folder).config.icm_bn_init == 0.0
+    config = json.loads((folder / "config.json").read_text())
+    del config["icm_bn_init"]
+    (folder / "config.json").write_text(json.dumps(config))
+    old = load_model(folder)
+    assert old.config.icm_bn_init == 1.0
+    bn = next(m for m in old.icm.modules() if isinstance(m, nn.BatchNorm2d))
+    assert torch.all(bn.weight == 0)  # the stored weights, not the init
