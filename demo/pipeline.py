@@ -29,15 +29,23 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from demo.limits import MAX_PEOPLE, at_most, check_budget
+from demo.models import (
+    CachedFeatures,
+    FeatureCache,
+    LoadedModel,
+    ModelSource,
+    check_weights_folder,
+    figure5_sources,
+)
 from demo.results import (
     MODELS,
     NO_PERSON,
@@ -47,15 +55,14 @@ from demo.results import (
     ModelPrediction,
     PersonMaps,
 )
-from sibnet.attribution import BranchAttributions, branch_attributions
-from sibnet.boxes import box_area
+from sibnet.attribution import branch_attributions
 from sibnet.cam import BranchCAMs, branch_cams, check_method, resolve_target
 from sibnet.checkpoints import load_model
 from sibnet.data.masking import BRANCHES, InputTransform, Triple, batch_triples
 from sibnet.detect import Person, pair_people
 from sibnet.distributed import resolve_device
-from sibnet.errors import CheckpointError, DetectorUnavailable, WorkLimitExceeded
-from sibnet.inference import InferenceModel, prepare, resolve_precision
+from sibnet.errors import CheckpointError, DetectorUnavailable
+from sibnet.inference import prepare, resolve_precision
 from sibnet.io import ANALYSIS_MAX_SIDE, ImageSource, LoadedImage, fit_within, load_image
 from sibnet.labels import EMOTIC_CATEGORIES
 from sibnet.models.registry import create_model
@@ -66,77 +73,6 @@ log = logging.getLogger("sibnet.demo")
 
 UNTRAINED_SEED = 0  # untrained models are seeded so the demo's (meaningless) output is at least reproducible
 FEATURE_CACHE_SIZE = 16  # analyses whose backbone features are kept for explain() (a few MB each)
-# Work per photo is bounded: at most MAX_PEOPLE people are analysed, the largest faces first (a face's area is
-# how much of the photo the person is), the others named in a notice. Each person costs three backbone
-# passes per model and nine maps; measured on 2 cores, six people take about a second beyond one.
-MAX_PEOPLE = 6
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where one Figure-5 model's checkpoint is: a folder or Hub repo id, optionally a subfolder in it."""
-
-    path: str | Path
-    subfolder: str | None = None
-
-
-@dataclass
-class _LoadedModel:
-    key: str
-    model: torch.nn.Module  # the float32 model: its head scores and explains
-    trained: bool
-    source: str
-    fast: (
-        InferenceModel  # its backbone laid out for the device (sibnet.inference): the forward users wait for
-    )
-
-
-@dataclass(frozen=True)
-class _Cached:
-    features: dict[str, tuple[torch.Tensor, ...]]  # model key → final maps of all people
-    regions: dict[InputTransform, list[tuple]]  # recipe → each person's branch regions (analysed pixels)
-    inputs: dict[InputTransform, tuple[torch.Tensor, ...]]  # recipe → the batched masked triples
-    attributions: dict[str, BranchAttributions] = field(default_factory=dict)  # model key → all people
-
-
-class _FeatureCache:
-    """The backbone features of the last analyses, by analysis key (thread-safe, least recently used out)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, _Cached] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, key: str, value: _Cached) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def get(self, key: str) -> _Cached | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-
-def figure5_sources(
-    weights: str | Path | None, per_model: Mapping[str, str | Path | None] | None = None
-) -> dict[str, ModelSource | None]:
-    """Per model, its checkpoint: ``per_model[key]`` if given, else ``<weights>/<key>``, else None (untrained)."""
-    per_model = per_model or {}
-    out: dict[str, ModelSource | None] = {}
-    for key in MODELS:
-        explicit = per_model.get(key)
-        if explicit:
-            out[key] = ModelSource(explicit)
-        elif weights:
-            out[key] = ModelSource(weights, key)
-        else:
-            out[key] = None
-    return out
 
 
 class Analyzer:
@@ -179,8 +115,8 @@ class Analyzer:
         self.load_notices: list[str] = []
         self.load_timings: dict[str, float] = {}
         sources = figure5_sources(weights, {"sibnet": sibnet, "concat": concat, "attention": attention})
-        _check_weights_folder(weights, sources)
-        self.models: dict[str, _LoadedModel] = {}
+        check_weights_folder(weights, sources)
+        self.models: dict[str, LoadedModel] = {}
         for key, source in sources.items():
             start = time.perf_counter()
             self.models[key] = self._load(key, source, revision, dict(untrained_overrides or {}))
@@ -198,20 +134,20 @@ class Analyzer:
             self.load_notices.append(f"{UNTRAINED} ({', '.join(untrained)})")
         self.face_detector = self._face_detector(face_detector)
         self.person_detector = self._person_detector(person_detector, yolo_weights)
-        self._cache = _FeatureCache(FEATURE_CACHE_SIZE)
+        self._cache = FeatureCache(FEATURE_CACHE_SIZE)
         self._lock = threading.Lock()  # one analysis at a time per analyzer: bounded memory, fair timings
 
     # --- loading ---
 
     def _load(
         self, key: str, source: ModelSource | None, revision: str | None, overrides: dict[str, Any]
-    ) -> _LoadedModel:
+    ) -> LoadedModel:
         if source is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(UNTRAINED_SEED)
                 model = create_model(key, labels=EMOTIC_CATEGORIES, **overrides)
             model = model.to(self.device).eval()
-            return _LoadedModel(key, model, False, "untrained", prepare(model, self.device, self.precision))
+            return LoadedModel(key, model, False, "untrained", prepare(model, self.device, self.precision))
         local = Path(source.path).expanduser()
         if source.subfolder is not None and local.is_dir() and not (local / source.subfolder).is_dir():
             self.load_notices.append(
@@ -224,7 +160,7 @@ class Analyzer:
                 f"the {MODELS[key]} slot holds a {model.config.name!r} model ({source.path})"
             )
         source_name = getattr(model, "checkpoint_source", str(source.path))
-        return _LoadedModel(key, model, True, source_name, prepare(model.eval(), self.device, self.precision))
+        return LoadedModel(key, model, True, source_name, prepare(model.eval(), self.device, self.precision))
 
     def _face_detector(self, given: Any) -> Any:
         start = time.perf_counter()
@@ -295,7 +231,7 @@ class Analyzer:
             loaded, rgb, scale, notices = self._intake(image, timings)
             report(0.1, "finding faces and people")
             people = self._detect(rgb, notices, timings)
-            _check_budget(started, budget_s, "finding the people")
+            check_budget(started, budget_s, "finding the people")
             if person is not None and not 0 <= person < len(people):
                 raise ValueError(_person_range(person, len(people)))
             if not people:
@@ -306,7 +242,7 @@ class Analyzer:
             triples = self._triples(rgb, people, timings)
             inputs = self._batches(triples)
             features, predictions = self._predict(inputs, timings, report)
-            _check_budget(started, budget_s, "running the models")
+            check_budget(started, budget_s, "running the models")
             first = next(iter(triples.values()))
             analysis = Analysis(
                 key=uuid.uuid4().hex,
@@ -325,7 +261,7 @@ class Analyzer:
                 timings=timings,
                 notices=tuple(dict.fromkeys(notices)),
             )
-            cached = _Cached(features, _regions(triples), inputs)
+            cached = CachedFeatures(features, _regions(triples), inputs)
             self._cache.put(analysis.key, cached)
             report(0.85, "computing branch maps")
             result = self._explain(analysis, person, target, method, cached)
@@ -369,7 +305,7 @@ class Analyzer:
             for key, entry in self.models.items():
                 if key in cached.attributions:
                     continue
-                _check_budget(started, budget_s, "computing the contributions")
+                check_budget(started, budget_s, "computing the contributions")
                 clock = time.perf_counter()
                 transform = entry.model.config.transform
                 cached.attributions[key] = branch_attributions(
@@ -384,14 +320,14 @@ class Analyzer:
         with self._lock:
             return dict(self._cached(analysis).features)
 
-    def _cached(self, analysis: Analysis) -> _Cached:
+    def _cached(self, analysis: Analysis) -> CachedFeatures:
         cached = self._cache.get(analysis.key)
         if cached is None:  # evicted (or another analyzer's analysis): recompute from the analysis itself
             timings: dict[str, float] = {}
             triples = self._triples(analysis.image, analysis.people, timings)
             inputs = self._batches(triples)
             features, _ = self._predict(inputs, timings, lambda fraction, stage: None)
-            cached = _Cached(features, _regions(triples), inputs)
+            cached = CachedFeatures(features, _regions(triples), inputs)
             self._cache.put(analysis.key, cached)
         return cached
 
@@ -427,7 +363,7 @@ class Analyzer:
         clock = time.perf_counter()
         bodies = self.person_detector.detect(rgb) if self.person_detector is not None else []
         timings["detect persons"] = _ms(clock)
-        people = _at_most(pair_people(faces, bodies, rgb.shape[1], rgb.shape[0]), MAX_PEOPLE, notices)
+        people = at_most(pair_people(faces, bodies, rgb.shape[1], rgb.shape[0]), MAX_PEOPLE, notices)
         for p in people:
             if p.face_estimated:
                 notices.append(f"person {p.id + 1}: face box estimated from the body (no face detected)")
@@ -485,7 +421,12 @@ class Analyzer:
         return features, predictions
 
     def _explain(
-        self, analysis: Analysis, person: int | None, target: str | int | None, method: str, cached: _Cached
+        self,
+        analysis: Analysis,
+        person: int | None,
+        target: str | int | None,
+        method: str,
+        cached: CachedFeatures,
     ) -> Analysis:
         ids = [p.id for p in analysis.people] if person is None else [person]
         sib = analysis.predictions["sibnet"].scores
@@ -539,54 +480,12 @@ class Analyzer:
         )  # fmt: skip
 
 
-def _check_weights_folder(weights: str | Path | None, sources: Mapping[str, ModelSource | None]) -> None:
-    """A local ``weights`` folder must hold at least one of the three checkpoints it is asked for."""
-    if weights is None:
-        return
-    local = Path(weights).expanduser()
-    asked = [key for key, src in sources.items() if src is not None and src.subfolder is not None]
-    if not asked or not local.exists():
-        return  # a Hub repo id, or a missing path (load_model names it)
-    if not local.is_dir():
-        raise CheckpointError(f"{local} is a file; pass a folder holding sibnet/, concat/ and attention/")
-    if any((local / key).is_dir() for key in asked):
-        return
-    if (local / "config.json").is_file():
-        raise CheckpointError(
-            f"{local} is a single checkpoint, not a folder of the three models; pass it as "
-            "--sibnet-weights (or --concat-weights / --attention-weights), or give a folder holding "
-            "sibnet/, concat/ and attention/"
-        )
-    raise CheckpointError(f"{local} holds none of the checkpoint folders sibnet/, concat/, attention/")
-
-
 def _regions(triples: Mapping[InputTransform, Sequence[Triple]]) -> dict[InputTransform, list[tuple]]:
     return {t: [x.regions for x in ts] for t, ts in triples.items()}
 
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
-
-
-def _at_most(people: Sequence[Person], limit: int, notices: list[str]) -> tuple[Person, ...]:
-    """The ``limit`` people with the largest faces, renumbered left to right; a notice names how many were left."""
-    if len(people) <= limit:
-        return tuple(people)
-    kept = sorted(people, key=lambda p: -box_area(p.face_box))[:limit]
-    kept.sort(key=lambda p: p.id)  # pairing numbered them left to right
-    notices.append(
-        f"{len(people) - limit} more people were found but not analysed: at most {limit} per photo, "
-        "the largest faces first"
-    )
-    return tuple(replace(p, id=i) for i, p in enumerate(kept))
-
-
-def _check_budget(started: float, budget_s: float | None, stage: str) -> None:
-    if budget_s is not None and time.perf_counter() - started > budget_s:
-        raise WorkLimitExceeded(
-            f"this photo takes too long to analyse here (over {budget_s:g} s while {stage}); try a smaller "
-            "photo or one with fewer people"
-        )
 
 
 def _person_range(person: int, count: int) -> str:

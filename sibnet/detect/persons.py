@@ -67,7 +67,6 @@ import getpass
 import os
 import tempfile
 import threading
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +74,7 @@ from typing import Any
 import numpy as np
 
 from sibnet.boxes import Box, clip_box, is_empty
+from sibnet.detect.yolo_pickle import why_refused
 from sibnet.errors import DetectorUnavailable
 from sibnet.io import require_rgb
 
@@ -355,91 +355,21 @@ def _require_pt(path: Path, shown: str) -> None:
         )
 
 
-# --- gate 1: what the pickle would build, read without running it -----------------------------------------
-
-# Globals beyond torch's own weights_only set that official Ultralytics detection/segmentation/pose
-# checkpoints and ultralytics-trained ones reference (ultralytics.nn.tasks._SafeLoad._build lists the same):
-_ALLOWED_GLOBALS = frozenset(
-    {
-        "builtins.getattr",  # Detect.forward & co.; ultralytics' safe loader narrows it to nn.Module attributes
-        "numpy.dtype",
-        "numpy.core.multiarray.scalar",  # numpy scalars in train_metrics, under numpy 1 and 2 names
-        "numpy._core.multiarray.scalar",
-        "ultralytics.utils.IterableSimpleNamespace",  # the model's args
-        "ultralytics.yolo.utils.IterableSimpleNamespace",  # its pre-8.0.44 path
-        "pathlib.Path",
-        "pathlib.PosixPath",
-        "pathlib.WindowsPath",
-        "pathlib._local.PosixPath",
-        "pathlib._local.WindowsPath",
-    }
-)
-# Modules whose *classes* a checkpoint may name; ultralytics then admits only nn.Module subclasses (or, for
-# the loss/tal helpers, classes defined there), so a function such as ``tasks.torch_safe_load`` stays out.
-_CLASS_PACKAGES = ("torch.nn.modules", "ultralytics.nn.modules")
-_CLASS_MODULES = frozenset(
-    {
-        "ultralytics.nn.tasks",
-        "ultralytics.nn.distill_model",
-        "ultralytics.utils.loss",
-        "ultralytics.utils.tal",
-    }
-)
-MAX_PICKLE_BYTES = 16 * 2**20  # yolo11n's pickle is 0.13 MB; tensors live in records of their own
-
-
-def _allowed_global(name: str) -> bool:
-    if name in _ALLOWED_GLOBALS or name.startswith("numpy.dtypes."):
-        return True
-    module, _, attr = name.rpartition(".")
-    in_class_module = module in _CLASS_MODULES or any(
-        module == pkg or module.rpartition(".")[0] == pkg for pkg in _CLASS_PACKAGES
-    )
-    return in_class_module and attr.isidentifier() and attr[:1].isupper()  # a class name, not a function
+# --- gate 1: what the pickle would build, read without running it (sibnet.detect.yolo_pickle) ---------
 
 
 def _refuse_pickled_code(path: Path, shown: str) -> None:
-    """Refuse a checkpoint whose pickle names anything an Ultralytics checkpoint does not (gate 1).
-
-    Reads the archive's directory and the pickle's opcodes; nothing is unpickled and ultralytics is not
-    imported. The real guarantee is gate 2 (``torch.load(weights_only=True)`` in ultralytics' safe mode);
-    this one does not depend on ultralytics' internals, gives a precise message, and costs no import.
+    """Gate 1 (:func:`sibnet.detect.yolo_pickle.why_refused`): refuse a checkpoint whose pickle names anything
+    an Ultralytics checkpoint does not, read without unpickling and without importing ultralytics.
 
     Raises:
-        DetectorUnavailable: not an uncompressed ``torch.save`` zip, an oversized pickle, or a disallowed
-            global (the first few are named).
+        DetectorUnavailable: the reason, with how to proceed.
     """
-    import torch
-
-    def refuse(why: str) -> DetectorUnavailable:
-        return DetectorUnavailable(
+    why = why_refused(path)
+    if why is not None:
+        raise DetectorUnavailable(
             f"cannot load YOLO weights {shown!r}: {why}. Only Ultralytics .pt checkpoints are loaded, and "
             f"without running pickled code. {_how_to_proceed(DEFAULT_WEIGHTS)}"
-        )
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            entries = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise refuse(
-            f"not a checkpoint written by torch.save (not a zip archive: {_one_line(err, 80)})"
-        ) from err
-    # torch.save writes every record uncompressed; a deflated one could be a zip bomb, and is not torch's.
-    pickles = [e for e in entries if e.filename.endswith("/data.pkl")]
-    if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or len(pickles) != 1:
-        raise refuse("not a checkpoint written by torch.save (unexpected archive layout)")
-    if pickles[0].file_size > MAX_PICKLE_BYTES:
-        raise refuse(f"its pickle is {pickles[0].file_size / 2**20:.0f} MB, over {MAX_PICKLE_BYTES >> 20} MB")
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception as err:  # a malformed or unusual pickle: refusing is the safe answer
-        raise refuse(f"its pickle cannot be checked ({type(err).__name__}: {_one_line(err, 120)})") from err
-    bad = sorted(name for name in names if not _allowed_global(name))
-    if bad:
-        shown_bad = ", ".join(_one_line(name, 60) for name in bad[:3]) + (", ..." if len(bad) > 3 else "")
-        raise refuse(
-            f"it would build {shown_bad}, which no Ultralytics checkpoint contains: loading it could "
-            "run code, so it was not loaded"
         )
 
 
