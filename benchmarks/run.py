@@ -416,8 +416,10 @@ def _distinct_copies(photo: Path, folder: Path, count: int) -> list[Path]:
 def bench_http(analyzer: Analyzer, photo: Path, requests: int, warmup: int = 2) -> dict[str, Any]:
     from gradio_client import Client, handle_file
 
+    from demo.handlers import DemoApp
     from demo.server import OutputStore
-    from demo.ui import TOP_TARGET, DemoApp, build_ui, launch_kwargs
+    from demo.ui import build_ui, launch_kwargs
+    from demo.views import TOP_TARGET
 
     tmp = Path(tempfile.mkdtemp(prefix="sibnet-bench-http-"))
     try:
