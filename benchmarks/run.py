@@ -909,7 +909,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {
         "environment": {
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "cpus": os.cpu_count(),
             "cpu": cpu_features().summary(),
