@@ -75,6 +75,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sibnet.cam import check_targets
 from sibnet.config import ModelConfig
 from sibnet.data.masking import BRANCHES, InputTransform
 from sibnet.inference import InferenceModel
@@ -167,7 +168,7 @@ class BranchAttributions:
     def with_targets(self, targets: Sequence[int] | int) -> BranchAttributions:
         """The same people's attributions for other target classes, from :attr:`probabilities` (no model call)."""
         batch, _, num_classes = self.probabilities.shape
-        targets = _check_targets(targets, batch, num_classes)
+        targets = check_targets(targets, batch, num_classes)
         scores = self.probabilities[np.arange(batch), :, list(targets)]  # (B, 2^n)
         return replace(self, targets=targets, **_summaries(scores))
 
@@ -180,18 +181,6 @@ def _summaries(scores: np.ndarray) -> dict[str, np.ndarray]:
         "score_all": scores[:, -1].copy(),
         "score_none": scores[:, 0].copy(),
     }
-
-
-def _check_targets(targets: Sequence[int] | int, batch: int, num_classes: int) -> tuple[int, ...]:
-    if isinstance(targets, (int, np.integer)) and not isinstance(targets, bool):
-        targets = [int(targets)] * batch
-    targets = tuple(int(t) for t in targets)
-    if len(targets) != batch:
-        raise ValueError(f"need one target per item: {batch} items, {len(targets)} targets")
-    bad = [t for t in targets if not 0 <= t < num_classes]
-    if bad:
-        raise ValueError(f"target indices {bad} out of range for {num_classes} classes")
-    return targets
 
 
 # --- the neutral input and its cached final maps ---
@@ -441,7 +430,7 @@ def branch_attributions(
     if inputs is not None:
         inputs = _check_inputs(inputs, batch, config)
         batch = inputs[0].shape[0]
-    targets = _check_targets(targets, batch, config.num_classes)
+    targets = check_targets(targets, batch, config.num_classes)
     neutral = neutral_features(body)
 
     # What needs the backbone, in one batch: SIB-Net's mixed coalitions, and the full triple when no features

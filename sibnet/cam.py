@@ -145,8 +145,9 @@ class _HeadForCAM(nn.Module):
         return self.head(list(maps)).logits
 
 
-def _check_targets(targets: Sequence[int] | int, batch: int, num_classes: int) -> tuple[int, ...]:
-    if isinstance(targets, (int, np.integer)):
+def check_targets(targets: Sequence[int] | int, batch: int, num_classes: int) -> tuple[int, ...]:
+    """One class index per item (an int means the same for all), each in range (also used by sibnet.attribution)."""
+    if isinstance(targets, (int, np.integer)) and not isinstance(targets, bool):
         targets = [int(targets)] * batch
     targets = tuple(int(t) for t in targets)
     if len(targets) != batch:
@@ -236,7 +237,7 @@ def branch_cams(
         features = model_features(model, inputs)
     n = len(features)
     batch = features[0].shape[0]
-    targets = _check_targets(targets, batch, config.num_classes)
+    targets = check_targets(targets, batch, config.num_classes)
     stacked = torch.stack([f.detach() for f in features], dim=1)  # (B, n, C, h, w)
     stacked = stacked.flatten(0, 1)  # (B·n, C, h, w), item-major
 
@@ -288,7 +289,7 @@ def naive_branch_cams(
     config = model.config
     size = config.input_size
     batch = inputs[0].shape[0]
-    targets = _check_targets(targets, batch, config.num_classes)
+    targets = check_targets(targets, batch, config.num_classes)
 
     class _Stacked(nn.Module):
         def __init__(self) -> None:

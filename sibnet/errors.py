@@ -21,6 +21,10 @@ class DatasetError(ValueError):
     split, splits that coincide. The message always names the file or folder at fault."""
 
 
+class UnreadableImages(DatasetError):
+    """Images that cannot be decoded, refused because skipping was not asked for (``--strict``)."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, in a refused format, or does not match its config."""
 
@@ -56,6 +60,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     NotADirectoryError,
     ImageError,
     DatasetError,
+    UnreadableImages,
     CheckpointError,
     LabelMismatchError,
     PretrainedWeightsUnavailable,

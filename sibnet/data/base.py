@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from sibnet.data.masking import InputTransform, Triple
-from sibnet.errors import DatasetError
+from sibnet.errors import DatasetError, UnreadableImages
 from sibnet.io import open_pil
 
 
@@ -66,10 +66,6 @@ class Skipped:
     image: str  # the file
     reason: str  # the decoder's error
     found_by: str  # "box cache" (status "unreadable" there) or "loader" (failed when read)
-
-
-class UnreadableImages(DatasetError):
-    """Images that cannot be decoded, refused because skipping was not asked for (``--strict``)."""
 
 
 def refuse_unreadable(found: Sequence[Skipped], split: str, cache: Path | None) -> None:

@@ -112,6 +112,13 @@ def write_log(path: Path, history: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's generators seeded for one seed's run."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def rng_state(bcm_generator: torch.Generator) -> dict[str, Any]:
     np_state = np.random.get_state()
     return {
@@ -186,3 +193,10 @@ def state_digest(module: nn.Module) -> dict[str, str]:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return {"parameters": params.hexdigest(), "buffers": buffers.hexdigest()}
+
+
+def write_digest(folder: Path, rank: int, world_size: int, model: nn.Module) -> None:
+    """``digest-rank<r>.json``: the SHA-256 of a rank's weights and buffers (identical across DDP ranks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = {"rank": rank, "world_size": world_size, **state_digest(model)}
+    (folder / f"digest-rank{rank}.json").write_text(json.dumps(digest) + "\n")

@@ -5,23 +5,15 @@ split, keep the checkpoint with the best validation metric (the authors' release
 best *test* score; test is scored here once, after training, on the selected checkpoint), save the resume
 state. Everything else (data, model, optimiser, resume) is set up around it.
 
-Unreadable images never stop a run (unless ``--strict``, which fails on the first): the ones the box cache
-marks unreadable are dropped when a split is opened, the ones that fail to decode are left out of their batch
-(a step left with fewer than two items, too few for BatchNorm, is skipped on every rank), and all are listed
-in ``<run>/skipped_images.tsv`` (split, image, found by, reason), counted in ``summary.json["skipped"]`` and
-in one printed line. A split with no readable item is an error. EMOTIC people without any label are left out
-by the dataset (:mod:`sibnet.data.emotic`) and counted in ``summary.json["unlabeled"]``.
+Unreadable images never stop a run (unless ``--strict``): see :mod:`sibnet.training.skips`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import random
 import shutil
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from sibnet.checkpoints import load_model
-from sibnet.data.base import UnreadableImages, check_disjoint
+from sibnet.data.base import check_disjoint
 from sibnet.data.masking import BRANCHES
 from sibnet.distributed import (
     DistContext,
@@ -46,7 +38,7 @@ from sibnet.distributed import (
     shutdown,
     unwrap,
 )
-from sibnet.errors import USER_ERRORS, TrainingError, error_message
+from sibnet.errors import USER_ERRORS, TrainingError, UnreadableImages, error_message
 from sibnet.evaluate import (
     check_labels,
     drop_unreadable,
@@ -61,67 +53,18 @@ from sibnet.metrics import compute_metrics
 from sibnet.models.registry import build_model
 from sibnet.training.config import BEST_NAME, LAST_NAME, LOG_NAME, SKIPPED_NAME, SUMMARY_NAME, TrainConfig
 from sibnet.training.optim import build_optimizer, build_scheduler, group_lrs
+from sibnet.training.skips import SkipLog
 from sibnet.training.state import (
     Progress,
     restore_state,
     rng_state,
     save_state,
+    seed_everything,
     set_rng_state,
-    state_digest,
+    write_digest,
     write_log,
 )
 from sibnet.training.summary import SeedResult, format_summary, summarize
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class SkipLog:
-    """The unreadable images of a run, per split, over every seed and epoch (see the module docstring)."""
-
-    SPLITS = ("train", "val", "test")
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.by_split: dict[str, dict[str, dict[str, str]]] = {s: {} for s in self.SPLITS}
-        self.unlabeled: dict[str, int] = {}
-
-    def add(self, split: str, entries: list[dict[str, str]]) -> None:
-        for entry in entries:
-            self.by_split[split].setdefault(entry["image"], entry)
-
-    def counts(self) -> dict[str, int]:
-        return {s: len(v) for s, v in self.by_split.items()}
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts().values())
-
-    def write(self) -> None:
-        """Rewrite the listing (only when something was skipped)."""
-        if not self.total:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow(["split", "image", "found_by", "reason"])
-            for split, entries in self.by_split.items():
-                for e in entries.values():
-                    writer.writerow([split, e["image"], e["found_by"], " ".join(e["reason"].split())])
-        tmp.replace(self.path)
-
-    def line(self) -> str | None:
-        if not self.total:
-            return None
-        counts = ", ".join(f"{s} {n}" for s, n in self.counts().items())
-        return f"skipped {self.total} unreadable image(s) ({counts}), listed in {self.path}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.counts(), "file": str(self.path) if self.total else None}
 
 
 class Trainer:
@@ -213,7 +156,7 @@ class Trainer:
             )
         self.val_loader = eval_loader(self.val_set, cfg.eval_batch_size, cfg.workers, ctx)
 
-        _seed_everything(self.seed)
+        seed_everything(self.seed)
         self.model = self._build_model().to(ctx.device)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, self.steps_per_epoch * cfg.epochs, cfg)
@@ -482,17 +425,9 @@ class Trainer:
     # -- after training -----------------------------------------------------------------------------------
     def write_digest(self) -> None:
         """With ``--write-digests``: every rank writes the SHA-256 of its final weights (DDP checks)."""
-        if not self.cfg.write_digests:
-            barrier(self.ctx)
-            return
-        broadcast_buffers(self.ctx, unwrap(self.model))
-        digest = {
-            "rank": self.ctx.rank,
-            "world_size": self.ctx.world_size,
-            **state_digest(unwrap(self.model)),
-        }
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / f"digest-rank{self.ctx.rank}.json").write_text(json.dumps(digest) + "\n")
+        if self.cfg.write_digests:
+            broadcast_buffers(self.ctx, unwrap(self.model))
+            write_digest(self.dir, self.ctx.rank, self.ctx.world_size, unwrap(self.model))
         barrier(self.ctx)
 
     def test(self) -> dict[str, Any] | None:
