@@ -78,6 +78,16 @@ def _wait_for_change(page, elem_id: str, old: str, timeout_s: float = 90) -> str
     raise AssertionError(f"#{elem_id} did not update")
 
 
+def _open(browser, url: str, width: int, height: int) -> tuple:
+    """A page at this viewport, loaded and ready, with the page errors it raises collected."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(url)
+    page.wait_for_selector("#analyse")
+    return page, errors
+
+
 def _choose(page, dropdown_id: str, option: str) -> None:
     page.click(f"#{dropdown_id} input")
     page.get_by_role("option", name=option, exact=True).click()
@@ -118,12 +128,8 @@ def test_desktop_every_state(browser, analyzer):
     timings: dict[str, float] = {}
     collage = EXAMPLES_DIR / "launch_collage.jpg"
     with running_app(analyzer) as (url, _):
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda err: errors.append(str(err)))
+        page, errors = _open(browser, url, 1400, 1000)
         joins = Joins(page)
-        page.goto(url)
-        page.wait_for_selector("#analyse")
         assert "untrained weights" in page.inner_text("#intro") and "Li, Xiaojiang Peng" in page.inner_text(
             "#intro"
         )
@@ -233,11 +239,7 @@ def test_desktop_every_state(browser, analyzer):
 
 def test_phone_result_in_view_and_legible(browser, analyzer):
     with running_app(analyzer) as (url, _):
-        page = browser.new_page(viewport={"width": 390, "height": 844})
-        errors: list[str] = []
-        page.on("pageerror", lambda err: errors.append(str(err)))
-        page.goto(url)
-        page.wait_for_selector("#analyse")
+        page, errors = _open(browser, url, 390, 844)
         page.set_input_files("#photo input[type=file]", str(_images.photo_path("zidane")))
         page.wait_for_selector("#photo img")
         started = time.perf_counter()

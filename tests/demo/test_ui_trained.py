@@ -16,7 +16,7 @@ from sibnet import publish
 from tests import _images
 from tests._app import running_app
 from tests._published import PublishedWeights
-from tests.demo.test_ui_browser import ARTIFACTS, _no_developer_text, _src, _wait_for_change, browser  # noqa: F401
+from tests.demo.test_ui_browser import ARTIFACTS, _no_developer_text, _open, _src, _wait_for_change, browser  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -27,11 +27,7 @@ def test_the_app_on_published_weights_shows_what_it_loaded(browser, published_we
     lines = [publish.describe(m.model) for m in analyzer.models.values()]
     assert all(line and "test mAP" in line for line in lines)
     with running_app(analyzer) as (url, _):
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda err: errors.append(str(err)))
-        page.goto(url)
-        page.wait_for_selector("#analyse")
+        page, errors = _open(browser, url, 1400, 1000)
         intro = page.inner_text("#intro")
         assert "untrained" not in intro.lower()  # the warning is gone exactly when all three are trained
         for line in lines:  # "SIB-Net · EMOTIC · test mAP 12.3 ± 0.4 · ...", each model's card metric
