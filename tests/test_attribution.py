@@ -5,6 +5,7 @@ model of the suite."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -19,6 +20,7 @@ from sibnet.attribution import (
     COALITION_ORDER,
     branch_attributions,
     branches_interact,
+    neutral_dropout,
     neutral_features,
     neutral_inputs,
     shapley_matrix,
@@ -28,13 +30,19 @@ from sibnet.data.caer import CaerDataset
 from sibnet.data.masking import BRANCHES
 from sibnet.inference import prepare
 
-SIZE = 64
+SIZE = 32
 FIGURE5 = ("concat", "attention", "sibnet")
 
 
-def _model(name: str, **kw) -> sibnet.ContextEmotionNet:
-    torch.manual_seed(0)
-    return sibnet.create_model(name, input_size=SIZE, resize=SIZE + 4, layer4_stride=1, **kw).eval()
+_BUILT: dict[str, sibnet.ContextEmotionNet] = {}
+
+
+def _model(name: str) -> sibnet.ContextEmotionNet:
+    """A fresh small model in eval mode (a copy of one built per name: building costs ~0.4 s, a copy 0.1 s)."""
+    if name not in _BUILT:
+        torch.manual_seed(0)
+        _BUILT[name] = sibnet.create_model(name, input_size=SIZE, resize=SIZE + 4, layer4_stride=1).eval()
+    return copy.deepcopy(_BUILT[name])
 
 
 def _inputs(batch: int = 2, seed: int = 1) -> tuple[torch.Tensor, ...]:
@@ -159,6 +167,27 @@ def test_the_neutral_maps_follow_the_weights():
     assert not torch.equal(first[0], neutral_features(model)[0])  # recomputed after the change
 
 
+def test_neutral_dropout_replaces_whole_branches_with_the_neutral_input():
+    transform = _model("concat").config.transform
+    inputs = _inputs(batch=64)
+    blank = neutral_inputs(transform, 64)
+    assert all(torch.equal(a, b) for a, b in zip(neutral_dropout(inputs, transform, 0.0), inputs))
+    assert all(torch.equal(a, b) for a, b in zip(neutral_dropout(inputs, transform, 1.0), blank))
+    out = neutral_dropout(inputs, transform, 0.5, torch.Generator().manual_seed(3))
+    again = neutral_dropout(inputs, transform, 0.5, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(out, again))  # reproducible with a generator
+    for x, o, y in zip(inputs, blank, out):
+        kept = (y == x).flatten(1).all(1)
+        dropped = (y == o).flatten(1).all(1)
+        assert bool((kept ^ dropped).all())  # each item's branch is whole: its own input or the neutral one
+        assert 16 <= int(dropped.sum()) <= 48
+    assert not torch.equal(
+        (out[0] == blank[0]).flatten(1).all(1), (out[1] == blank[1]).flatten(1).all(1)
+    )  # branches drawn independently
+    with pytest.raises(ValueError, match="p must be"):
+        neutral_dropout(inputs, transform, 1.5)
+
+
 @pytest.mark.parametrize("name", FIGURE5)
 def test_prepared_models_give_the_same_attributions(name):
     """The demo runs the prepared copies (sibnet.inference): fp32 to rounding, bf16 within its tolerance."""
@@ -175,15 +204,21 @@ def test_prepared_models_give_the_same_attributions(name):
     got = branch_attributions(half, inputs, [4, 9], features=half.features(*inputs))
     assert np.abs(got.probabilities - reference.probabilities).max() <= 0.02
     np.testing.assert_allclose(got.values.sum(1), got.score_all - got.score_none, atol=1e-5)
+    # The neutral trajectory is the prepared copy's own (bf16, cached for it), the plain model's stays fp32.
+    assert neutral_features(half._backbone)[0].dtype == torch.bfloat16
+    assert neutral_features(model)[0].dtype == torch.float32
+    model.train()  # the original's mode decides, as for the head
+    with pytest.raises(ValueError, match="eval mode"):
+        branch_attributions(half, inputs, 0)
 
 
 # --- the planted-cue proof (the suite's trained SIB-Net) ---
 
 
-def _cue_hits(model, data: CaerDataset, cues: dict, batch: int = 16) -> tuple[dict[str, list[bool]], list]:
-    """Per cue region, whether that branch got the largest attribution for the item's true class."""
+def _attribution_figures(model, data: CaerDataset, cues: dict, batch: int = 16) -> dict:
+    """Per cue region, whether that branch got the largest attribution for the item's true class, and more."""
     hits: dict[str, list[bool]] = {b: [] for b in BRANCHES}
-    values = []
+    values, scene_largest, correct = [], [], []
     for start in range(0, len(data), batch):
         idx = list(range(start, min(start + batch, len(data))))
         triples = [data.triple(i) for i in idx]
@@ -192,45 +227,87 @@ def _cue_hits(model, data: CaerDataset, cues: dict, batch: int = 16) -> tuple[di
         got = branch_attributions(model, inputs, [r.label for r in records])
         values.append(got.values)
         for row, record in enumerate(records):
+            largest = int(np.argmax(got.values[row]))
+            scene_largest.append(largest == BRANCHES.index("scene"))
+            correct.append(int(np.argmax(got.probabilities[row, -1])) == record.label)
             for cue in cues[record.key]["cues"]:
-                hits[cue["region"]].append(int(np.argmax(got.values[row])) == BRANCHES.index(cue["region"]))
-    return hits, values
+                hits[cue["region"]].append(largest == BRANCHES.index(cue["region"]))
+    values = np.concatenate(values)
+    return {
+        "per_branch": {b: (round(float(np.mean(h)), 3), len(h)) for b, h in hits.items() if h},
+        "face_and_body": round(float(np.mean(hits["face"] + hits["body"])), 3),
+        "scene_largest_share": round(float(np.mean(scene_largest)), 3),
+        "mean_value": [round(float(v), 4) for v in values.mean(0)],
+        "mean_abs_value": round(float(np.abs(values).mean()), 4),
+        "accuracy": round(float(np.mean(correct)), 3),
+    }
+
+
+def _neutral_trained(model, run, epochs: int = 1, p: float = 0.25, lr: float = 2e-4):
+    """A copy of ``model`` trained ``epochs`` more on the run's training frames, each branch of each item
+    replaced by the neutral input with probability ``p`` (:func:`neutral_dropout`), softmax CE as the run,
+    Adam with the rate decaying linearly from ``lr`` to 0."""
+    tuned = copy.deepcopy(model).train()
+    val_fraction = float(run.argv[run.argv.index("--val-fraction") + 1])
+    data = CaerDataset(run.root, "train", transform=model.config.transform, val_fraction=val_fraction)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=16, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(0)
+    )
+    optimizer = torch.optim.Adam(tuned.parameters(), lr=lr)
+    steps = epochs * len(
+        loader
+    )  # the rate decays linearly to 0, so the last steps settle what the first moved
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    g = torch.Generator().manual_seed(1)
+    for epoch in range(epochs):
+        data.set_epoch(epoch)
+        for batch in loader:
+            xs = neutral_dropout([batch[b] for b in BRANCHES], model.config.transform, p, g)
+            loss = torch.nn.functional.cross_entropy(tuned(*xs).logits, batch["label"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return tuned.eval()
 
 
 @pytest.mark.slow
 def test_planted_cue_branch_gets_the_largest_attribution(planted_caer):
-    """On held-out planted-cue frames, the cue's branch gets the largest attribution for the true class far more
-    often than chance and than the untrained model, and the values are far larger than untrained ones.
+    """On held-out planted-cue frames (one cue each, in the face or the body), a model trained in the test to
+    know the neutral input gives the cue's branch the largest attribution for the true class on >= 90 % of
+    them; the suite's model as trained and an untrained one are reported beside it.
 
-    Measured (test-artifacts/attribution_planted.json): face cues 1.00 (33), body cues 0.38 (37), together
-    0.67; untrained 0.46 / 0.16. (A γ = 1 ICM init, trained the same way: 0.88 / 0.49.) Not the 90 % issue 15 asks for, for a reason the data plants: cues sit in the face
-    *or* the body, so a body without a cue is itself evidence for the face-cue classes (and a blank face,
-    never seen in training, pushes to one class), and the Shapley value credits the branch that carries that
-    evidence of absence as much as the one with the cue. The thresholds below are what this model holds with
-    margin, so a broken attribution (shuffled branches, wrong coalition order) fails.
+    Measured (test-artifacts/attribution_planted.json): the suite's SIB-Net as trained, face cues 1.00 (33),
+    body cues 0.38 (37), together 0.67: it never saw a blank face, answers one with "Anger" whatever the body
+    holds, so the body cue counts only together with the real face and the Shapley value splits that
+    interaction (see sibnet.attribution's docstring). After one epoch with each branch made neutral with
+    probability 0.25 (about 25 s on one thread): face 1.00, body 1.00, together 1.00, accuracy 0.97 (two other
+    seeds of that epoch: 0.99 and 1.00 together, body 0.97 and 1.00). Untrained: mean |value| 0.007 against
+    0.27-0.30, and the largest one spread over the branches (face 0.45, body 0.16 of their cues; the scene
+    largest on 29 % of the items). There are no scene cues in this data (tests/test_cam.py says why): the
+    scene's figure is how often it gets the largest share (0 % trained) and its mean value (-0.007).
     """
     model = sibnet.load_model(planted_caer.checkpoint)
     test = CaerDataset(planted_caer.root, "test", transform=model.config.transform)
-    hits, values = _cue_hits(model, test, planted_caer.cues)
+    as_trained = _attribution_figures(model, test, planted_caer.cues)
     torch.manual_seed(0)
-    fresh = sibnet.build_model(model.config).eval()
-    fresh_hits, fresh_values = _cue_hits(fresh, test, planted_caer.cues)
-    rate = float(np.mean(hits["face"] + hits["body"]))
-    floor = float(np.mean(fresh_hits["face"] + fresh_hits["body"]))
-    report = {
-        "trained": {b: (round(float(np.mean(h)), 3) if h else None, len(h)) for b, h in hits.items()},
-        "trained_face_and_body": round(rate, 3),
-        "untrained": {b: (round(float(np.mean(h)), 3) if h else None, len(h)) for b, h in fresh_hits.items()},
-        "untrained_face_and_body": round(floor, 3),
-        "trained_mean_abs_value": round(float(np.abs(np.concatenate(values)).mean()), 4),
-        "untrained_mean_abs_value": round(float(np.abs(np.concatenate(fresh_values)).mean()), 4),
-    }
+    untrained = _attribution_figures(sibnet.build_model(model.config).eval(), test, planted_caer.cues)
+    torch.manual_seed(0)
+    tuned = _attribution_figures(_neutral_trained(model, planted_caer), test, planted_caer.cues)
+    report = {"neutral_trained": tuned, "as_trained": as_trained, "untrained": untrained}
     artifacts = Path(__file__).resolve().parent.parent / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     (artifacts / "attribution_planted.json").write_text(json.dumps(report, indent=2) + "\n")
-    assert len(hits["face"]) >= 25 and len(hits["body"]) >= 25, report
-    assert float(np.mean(hits["face"])) >= 0.8, report
-    assert rate >= 0.6 and rate >= floor + 0.3, report
-    # Untrained, the values are small and spread: the trained model's are an order of magnitude larger.
-    assert report["untrained_mean_abs_value"] * 10 <= report["trained_mean_abs_value"], report
-    assert not math.isnan(rate)
+    print("planted-cue attributions:", json.dumps(report, indent=1))
+
+    assert tuned["per_branch"]["face"][1] >= 25 and tuned["per_branch"]["body"][1] >= 25, report
+    assert tuned["face_and_body"] >= 0.9, report  # issue 15's bar
+    assert all(tuned["per_branch"][b][0] >= 0.85 for b in ("face", "body")), report
+    assert tuned["accuracy"] >= 0.85 and tuned["scene_largest_share"] <= 0.05, report
+    # As trained, the face cues (no blank-face interaction) are found all the same.
+    assert as_trained["per_branch"]["face"][0] >= 0.8, report
+    # Untrained, the values are small: the trained models' are an order of magnitude larger.
+    assert untrained["mean_abs_value"] * 10 <= min(tuned["mean_abs_value"], as_trained["mean_abs_value"]), (
+        report
+    )
+    assert not math.isnan(tuned["face_and_body"])
