@@ -8,10 +8,14 @@ backbone batch of its 6 mixed coalitions per person plus the head. The neutral m
 they are computed during the warm-up, as in a running app. ``from_scratch`` is the same without the plain
 pass's maps (each model's full triple joins the batch). Target on 2 CPU cores: ratio ≤ 2 for one person.
 
+``precision`` (``--precision``) runs both sides on :func:`sibnet.inference.prepare`'s copies instead, as the
+demo does: ``plain`` is then ``features`` + ``head`` of the prepared models, and the attributions take the
+:class:`~sibnet.inference.InferenceModel` (SIB-Net's mixed coalitions through the prepared backbone).
+
 Each repetition times plain and attribution back to back, so load from other processes hits both alike;
 medians are reported. ``benchmarks/run.py`` calls :func:`bench_attribution`; run this file for a quick look:
 
-    .venv/bin/python benchmarks/attribution_bench.py [--people 1] [--threads 2] [--reps 15]
+    .venv/bin/python benchmarks/attribution_bench.py [--people 1] [--threads 2] [--reps 15] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from sibnet.attribution import branch_attributions  # noqa: E402
+from sibnet.inference import InferenceModel, prepare  # noqa: E402
+from sibnet.inference import features as model_features  # noqa: E402
+from sibnet.inference import head as model_head  # noqa: E402
 from sibnet.models.registry import create_model  # noqa: E402
 
 FIGURE5 = ("concat", "attention", "sibnet")  # the three models of the paper's Figure 5, as the demo runs them
@@ -48,6 +55,7 @@ def bench_attribution(
     threads: int | None = None,
     device: str = "cpu",
     seed: int = 0,
+    precision: str | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Time the attributions of the three Figure-5 models against their plain forward.
@@ -60,18 +68,26 @@ def bench_attribution(
         threads: torch CPU threads to use (None: leave the process's setting alone).
         device: where the models run.
         seed: seeds the untrained models and the inputs (timings do not depend on the pixel values).
+        precision: None: the plain float32 models; ``"auto"``, ``"bf16"`` or ``"fp32"``: both sides on the
+            prepared copies (:func:`sibnet.inference.prepare`), as the demo runs them.
         **overrides: ModelConfig fields for the three models (default: the app's, 224 px, layer4 stride 2).
 
     Returns:
         A dict: ``ratio`` (attribution / plain, medians), ``plain_ms``, ``attribution_ms``,
         ``per_model_ms`` (attribution per model), ``from_scratch_ms`` and ``from_scratch_ratio`` (without the
-        plain pass's maps), ``target_ratio``, ``met``, and the settings (people, threads, input size, reps).
+        plain pass's maps), ``target_ratio``, ``met``, and the settings (people, threads, input size, reps,
+        ``precision``: ``"plain fp32"`` or the prepared models' description).
     """
     if threads is not None:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    models = {key: create_model(key, **overrides).to(device).eval() for key in FIGURE5}
-    size = models["sibnet"].config.input_size
+    originals = {key: create_model(key, **overrides).to(device).eval() for key in FIGURE5}
+    models: dict[str, torch.nn.Module | InferenceModel] = (
+        dict(originals)
+        if precision is None
+        else {key: prepare(model, device, precision) for key, model in originals.items()}
+    )
+    size = originals["sibnet"].config.input_size
     g = torch.Generator().manual_seed(seed)
     inputs = tuple(torch.randn(people, 3, size, size, generator=g).to(device) for _ in range(3))
     targets = [0] * people
@@ -82,10 +98,9 @@ def bench_attribution(
 
     def plain() -> dict[str, tuple[torch.Tensor, ...]]:
         feats = {}
-        with torch.no_grad():
-            for key, model in models.items():
-                feats[key] = tuple(model.forward_features(*inputs))
-                model.forward_head(feats[key])
+        for key, model in models.items():
+            feats[key] = model_features(model, inputs)
+            model_head(model, feats[key])
         return feats
 
     samples: dict[str, list[float]] = {"plain": [], "attribution": [], "from_scratch": []}
@@ -120,6 +135,7 @@ def bench_attribution(
         "people": people,
         "threads": torch.get_num_threads(),
         "device": device,
+        "precision": "plain fp32" if precision is None else models["sibnet"].describe(),
         "input_size": size,
         "reps": reps,
         "plain_ms": round(med["plain"], 1),
@@ -140,13 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default=None,
+        help="run on sibnet.inference.prepare's copies, as the demo does (default: the plain fp32 models)",
+    )
     args = parser.parse_args(argv)
-    result = bench_attribution(args.people, args.reps, args.warmup, args.threads, args.device)
+    result = bench_attribution(
+        args.people, args.reps, args.warmup, args.threads, args.device, precision=args.precision
+    )
     print(json.dumps(result, indent=2))
     print(
         f"attributions of the three models: {result['attribution_ms']:.0f} ms = {result['ratio']:.2f}× their "
         f"plain forward ({result['plain_ms']:.0f} ms) for {result['people']} person(s) on {result['threads']} "
-        f"thread(s); target ≤ {TARGET_RATIO:g}×: {'met' if result['met'] else 'NOT met'}"
+        f"thread(s), {result['precision']}; target ≤ {TARGET_RATIO:g}×: {'met' if result['met'] else 'NOT met'}"
     )
     return 0
 
