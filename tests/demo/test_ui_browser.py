@@ -88,6 +88,15 @@ def _open(browser, url: str, width: int, height: int) -> tuple:
     return page, errors
 
 
+def _wait_loaded(page, elem_id: str, timeout_ms: int = 30_000) -> None:
+    """Until the component's image is decoded (its natural size known)."""
+    page.wait_for_function(
+        f"(() => {{ const i = document.querySelector('#{elem_id} img'); "
+        "return !!i && i.complete && i.naturalWidth > 0; })()",
+        timeout=timeout_ms,
+    )
+
+
 def _choose(page, dropdown_id: str, option: str) -> None:
     page.click(f"#{dropdown_id} input")
     page.get_by_role("option", name=option, exact=True).click()
@@ -252,6 +261,7 @@ def test_phone_result_in_view_and_legible(browser, analyzer):
         assert -50 <= people_top < 844 or -50 <= top < 844, (top, people_top)  # the result is in view
         # The narrow figure is the one shown, and its smallest text stays >= 10 px on this screen.
         assert page.evaluate("document.getElementById('figure-wide').offsetParent === null")
+        _wait_loaded(page, "figure-narrow")
         shown = page.evaluate(
             "(() => { const i = document.querySelector('#figure-narrow img'); return [i.clientWidth, i.naturalWidth]; })()"
         )
@@ -263,6 +273,7 @@ def test_phone_result_in_view_and_legible(browser, analyzer):
         # The contributions chart on a phone: in the page's width, its text as legible as the figure's.
         page.click("#attribute")
         _wait_for_change(page, "attribution", "")
+        _wait_loaded(page, "attribution")  # under load the new image may not be decoded yet
         chart = page.evaluate(
             "(() => { const i = document.querySelector('#attribution img'); return [i.clientWidth, i.naturalWidth]; })()"
         )
