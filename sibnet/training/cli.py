@@ -77,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--lr-gamma", type=float, default=LR_GAMMA)
     g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument(
+        "--neutral-dropout",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="make each branch of each training item the neutral (blank) input with probability P; "
+        "not in the paper (default 0); teaches the model that a blank region is no evidence, which the "
+        "demo's branch attributions assume (sibnet.attribution)",
+    )
     g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap (quick runs and tests)")
     g.add_argument(
         "--no-pretrained", action="store_true", help="random trunks instead of ImageNet ResNet-18 weights"
@@ -177,6 +186,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
             raise ValueError(f"{name} must be positive, got {value}")
     if args.max_steps_per_epoch is not None and args.max_steps_per_epoch < 1:
         raise ValueError("--max-steps-per-epoch must be positive")
+    if not 0.0 <= args.neutral_dropout < 1.0:
+        raise ValueError(f"--neutral-dropout is a probability in [0, 1), got {args.neutral_dropout}")
     if any(not 0 < m < 1 for m in args.lr_milestones):
         raise ValueError(f"--lr-milestones are fractions of the training in (0, 1), got {args.lr_milestones}")
     if len(set(args.seeds)) != len(args.seeds):
@@ -201,6 +212,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         lr_milestones=tuple(sorted(args.lr_milestones)),
         lr_gamma=args.lr_gamma,
         weight_decay=args.weight_decay,
+        neutral_dropout=args.neutral_dropout,
         max_steps_per_epoch=args.max_steps_per_epoch,
         seeds=tuple(args.seeds),
         device=args.device,

@@ -51,6 +51,9 @@ class TrainConfig:
     lr_milestones: tuple[float, ...] = LR_MILESTONES
     lr_gamma: float = LR_GAMMA
     weight_decay: float = 0.0  # §4.2 names none
+    # Each branch of each training item made the neutral input with this probability (0: the paper's recipe).
+    # A model that has seen a blank branch reads it as "no evidence", which branch attributions assume.
+    neutral_dropout: float = 0.0
     max_steps_per_epoch: int | None = None
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     device: str | None = None
@@ -99,6 +102,8 @@ class TrainConfig:
             "max_steps_per_epoch": self.max_steps_per_epoch,
             "pretrained": self.pretrained,
             "selection": f"best validation {self.metric}",
+            # Only when used: runs and checkpoints of the paper's recipe keep the recipe they were written with.
+            **({"neutral_dropout": self.neutral_dropout} if self.neutral_dropout else {}),
         }
 
     def layout(self) -> dict[str, Any]:

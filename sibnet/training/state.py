@@ -119,6 +119,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seeded_generator(*entropy: int) -> torch.Generator:
+    """A CPU generator seeded from the integers given (numpy's SeedSequence mixes them)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(entropy)).generate_state(1)[0]))
+
+
 def rng_state(bcm_generator: torch.Generator) -> dict[str, Any]:
     np_state = np.random.get_state()
     return {

@@ -16,13 +16,13 @@ import time
 import warnings
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from sibnet.attribution import neutral_dropout
 from sibnet.checkpoints import load_model
 from sibnet.data.base import check_disjoint
 from sibnet.data.masking import BRANCHES
@@ -60,6 +60,7 @@ from sibnet.training.state import (
     rng_state,
     save_state,
     seed_everything,
+    seeded_generator,
     set_rng_state,
     write_digest,
     write_log,
@@ -163,9 +164,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.loss_fn = ContextLoss(cfg.loss)
         # BCM's distribution labels are drawn from their own generator, per rank, saved in last.pt.
-        self.bcm_generator = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self.seed, ctx.rank, 0xBC]).generate_state(1)[0])
-        )
+        self.bcm_generator = seeded_generator(self.seed, ctx.rank, 0xBC)
         self.net: nn.Module = self.model
         if ctx.enabled:
             # Branch heads that no loss term uses (a BCM model trained with --bcm none) get no gradient.
@@ -295,6 +294,10 @@ class Trainer:
                     bar.update(1)
                     continue
             inputs = [batch[k].to(ctx.device, non_blocking=True) for k in BRANCHES]
+            if cfg.neutral_dropout:
+                # Drawn from (seed, rank, step) alone: a resumed run replays them without a saved state.
+                drop = seeded_generator(self.seed, ctx.rank, 0x0E, self.progress.step)
+                inputs = list(neutral_dropout(inputs, cfg.model.transform, cfg.neutral_dropout, drop))
             target = batch["target"].to(ctx.device, non_blocking=True)
             with autocast(ctx.device, self.amp):  # bf16 (or fp16 + GradScaler) on CUDA, fp32 on CPU
                 out = self.net(*inputs)

@@ -68,7 +68,8 @@ def test_two_seeds_layout_selection_and_round_trip(
 def test_resume_after_a_crash_loses_no_epoch(
     tmp_path: Path, caer_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
-    args = lambda out: caer_args(caer_root, out, "--epochs", "3")  # noqa: E731
+    # With neutral dropout: its draws must replay exactly on resume too (they depend on seed, rank, step).
+    args = lambda out: caer_args(caer_root, out, "--epochs", "3", "--neutral-dropout", "0.5")  # noqa: E731
     # Reference: three epochs without interruption.
     assert train.main(args(tmp_path / "a")) == 0
     # Crash during epoch 3 (after its steps, before anything of it is saved: a kill at any moment of the epoch
@@ -111,6 +112,44 @@ def test_resume_after_a_crash_loses_no_epoch(
     assert "lr_modules" in err and "--overwrite" in err and err.count("\n") == 1
     assert train.main([*args(tmp_path / "c"), "--resume"]) == 2
     assert "no resume state" in capsys.readouterr().err
+
+
+def test_neutral_dropout_blanks_whole_branches_and_is_recorded_only_when_used(
+    tmp_path: Path, caer_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """``--neutral-dropout P``: each branch of each training item is the neutral input with probability P."""
+    from sibnet.attribution import neutral_inputs
+
+    seen: list[tuple[torch.Tensor, ...]] = []
+    build = Trainer._build_model
+
+    def recording(self: Trainer):
+        model = build(self)
+        model.register_forward_pre_hook(lambda _m, xs: seen.append(tuple(x.detach().clone() for x in xs)))
+        return model
+
+    monkeypatch.setattr(Trainer, "_build_model", recording)
+
+    def blank_share(p: str) -> tuple[float, dict]:
+        seen.clear()
+        out = tmp_path / f"p{p}"
+        assert train.main(caer_args(caer_root, out, "--neutral-dropout", p, "--no-test")) == 0
+        transform = sibnet.load_model(out / "caer-face" / "seed0" / "best").config.transform
+        blank = neutral_inputs(transform, 1, torch.device("cpu"), torch.float32)
+        steps = seen[:2]  # the two training steps come before the validation passes
+        flags = [torch.equal(x[i], b[0]) for xs in steps for x, b in zip(xs, blank) for i in range(len(x))]
+        summary = json.loads((out / "caer-face" / "summary.json").read_text())
+        return sum(flags) / len(flags), summary["recipe"]
+
+    share, recipe = blank_share("0.5")
+    assert 0.2 <= share <= 0.8, share  # 24 draws at p = 0.5
+    assert recipe["neutral_dropout"] == 0.5
+    share, recipe = blank_share("0")
+    assert share == 0 and "neutral_dropout" not in recipe  # the paper's recipe, as runs before the option
+    capsys.readouterr()
+    assert train.main(caer_args(caer_root, tmp_path / "bad", "--neutral-dropout", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--neutral-dropout" in err and err.count("\n") == 1, err
 
 
 def test_amp_policy_on_cpu():
