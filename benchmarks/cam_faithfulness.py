@@ -13,12 +13,11 @@ model and each branch that holds a cue:
   multiplied by its map; lower = the map keeps what matters.
 
 - **attribution**: the share of items whose cue's branch gets the largest exact Shapley attribution for the
-  true class (:mod:`sibnet.attribution`); and the same after one epoch (``--neutral-epochs``) of
-  fine-tuning a copy with each branch of each item made neutral with probability 0.25
-  (:func:`sibnet.attribution.neutral_dropout`). A model trained without that never sees a blank face or
-  body, so its answer to one is arbitrary and the Shapley value then splits the credit between the branch
-  with the cue and the one it needs beside it (the module docstring has the planted-cue figures); the second
-  column is what the attributions say once "absent" means "no evidence" to the model.
+  true class (:mod:`sibnet.attribution`). The models are trained with ``--neutral-dropout`` (default 0.1: each
+  branch of each item made the neutral input with that probability; 0 is the paper's recipe). A model trained
+  without it never sees a blank face or body, so its answer to one is arbitrary and the Shapley value then
+  splits the credit between the branch with the cue and the one it needs beside it (the module docstring has
+  the planted-cue figures); with it, "absent" means "no evidence" to the model.
 
 Untrained models are measured too, as the floor. Figures go to stdout and ``docs/BENCHMARKS.md`` (appended
 section). These are small CPU models on synthetic data: they show the machinery ranks maps sensibly, not how
@@ -44,7 +43,7 @@ from pytorch_grad_cam.metrics.road import ROADCombined  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget  # noqa: E402
 
 import sibnet  # noqa: E402
-from sibnet.attribution import branch_attributions, neutral_dropout  # noqa: E402
+from sibnet.attribution import branch_attributions  # noqa: E402
 from sibnet.cam import branch_cams, pointing_hit  # noqa: E402
 from sibnet.data.caer import CaerDataset  # noqa: E402
 from sibnet.data.masking import BRANCHES, InputTransform  # noqa: E402
@@ -103,47 +102,6 @@ def evaluate(model: torch.nn.Module, data: CaerDataset, cues: dict, road_items: 
     return out
 
 
-def neutral_trained(
-    model: torch.nn.Module, data: CaerDataset, epochs: int = 1, p: float = 0.25, lr: float = 2e-4
-) -> torch.nn.Module:
-    """A copy of ``model`` fine-tuned ``epochs`` on ``data`` with :func:`neutral_dropout` (softmax CE, Adam, the
-    rate decaying linearly to 0), as ``tests/test_attribution.py`` does for its planted-cue proof."""
-    import copy
-
-    tuned = copy.deepcopy(model).train()
-    loader = torch.utils.data.DataLoader(
-        data, batch_size=16, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(0)
-    )
-    optimizer = torch.optim.Adam(tuned.parameters(), lr=lr)
-    steps = max(1, epochs * len(loader))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
-    g = torch.Generator().manual_seed(1)
-    for epoch in range(epochs):
-        data.set_epoch(epoch)
-        for batch in loader:
-            xs = neutral_dropout([batch[b] for b in BRANCHES], model.config.transform, p, g)
-            loss = torch.nn.functional.cross_entropy(tuned(*xs).logits, batch["label"])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return tuned.eval()
-
-
-def attribution_accuracy(model: torch.nn.Module, data: CaerDataset, cues: dict) -> dict[str, float]:
-    """Per cue region: the share of items whose cue's branch gets the largest attribution for the true class."""
-    hits: dict[str, list[bool]] = {b: [] for b in BRANCHES}
-    for start in range(0, len(data), 16):
-        idx = range(start, min(start + 16, len(data)))
-        triples, records = [data.triple(i) for i in idx], [data.records[i] for i in idx]
-        inputs = tuple(torch.stack([t.tensors[b] for t in triples]) for b in range(3))
-        values = branch_attributions(model, inputs, [r.label for r in records]).values
-        for row, record in enumerate(records):
-            region = cues[record.key]["cues"][0]["region"]
-            hits[region].append(int(np.argmax(values[row])) == BRANCHES.index(region))
-    return {b: float(np.mean(h)) for b, h in hits.items() if h}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -158,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, default=None, help="where data and runs go (default: a temp dir)"
     )
     parser.add_argument(
-        "--neutral-epochs",
-        type=int,
-        default=1,
-        help="epochs of neutral-branch fine-tuning for the second attribution column (0: skip it)",
+        "--neutral-dropout",
+        type=float,
+        default=0.1,
+        help="training's --neutral-dropout (each branch blank with this probability; 0: the paper's recipe)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     args = parser.parse_args(argv)
@@ -189,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--run-name", key, "--no-pretrained", "--epochs", str(args.epochs), "--batch-size", "32",
                     "--lr-backbone", "1e-3", "--input-size", str(size), "--resize", str(size + 4),
                     "--layer4-stride", "1", "--val-fraction", "0.2", "--workers", "0", "--no-progress", "--no-test",
-                    "--seeds", "0",
+                    "--seeds", "0", "--neutral-dropout", str(args.neutral_dropout),
                 ]
             )  # fmt: skip
             if code != 0:
@@ -197,13 +155,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trained {title} in {time.perf_counter() - start:.0f} s", flush=True)
             model = sibnet.load_model(work / "runs" / key / "seed0" / "best")
         results[title] = evaluate(model, test, cues, args.road_items)
-        if args.neutral_epochs > 0:
-            start = time.perf_counter()
-            train = CaerDataset(data_root, "train", transform=model.config.transform, val_fraction=0.2)
-            tuned = attribution_accuracy(neutral_trained(model, train, args.neutral_epochs), test, cues)
-            for branch, rate in tuned.items():
-                results[title][branch]["attribution_neutral"] = rate
-            print(f"neutral-trained {title} in {time.perf_counter() - start:.0f} s", flush=True)
         print(title, json.dumps(results[title]), flush=True)
 
     lines = [
@@ -213,19 +164,17 @@ def main(argv: list[str] | None = None) -> int:
         f"Grad-CAM of the true class, test split of synthetic CAER-S ({len(test)} items, {size} px inputs, models "
         f"trained from scratch for {args.epochs} epochs on CPU). Pointing game: map peak inside the cue (higher is "
         "better); attribution: the cue's branch gets the largest exact Shapley attribution (`sibnet.attribution`, "
-        f"higher is better), as trained and after {args.neutral_epochs} epoch(s) with each branch made neutral with "
-        "probability 0.25 (`neutral_dropout`; see `sibnet.attribution` for why); ROAD combined (higher is better); "
-        "confidence drop (lower is better).",
+        f"higher is better; trained with `--neutral-dropout {args.neutral_dropout}`, see `sibnet.attribution` for why); "
+        "ROAD combined (higher is better); confidence drop (lower is better).",
         "",
-        "| model | test accuracy | branch holding the cue | items | pointing game | attribution | attribution, "
-        "neutral-trained | ROAD | confidence drop |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | test accuracy | branch holding the cue | items | pointing game | attribution | ROAD | "
+        "confidence drop |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model_name, per_branch in results.items():
         for branch, r in per_branch.items():
-            neutral = f"{r['attribution_neutral']:.2f}" if "attribution_neutral" in r else "—"
             lines.append(
-                f"| {model_name} | {r['accuracy']:.2f} | {branch} | {r['n']} | {r['pointing']:.2f} | {r['attribution']:.2f} | {neutral} | {r['road']:.3f} | {r['confidence_drop']:.3f} |"
+                f"| {model_name} | {r['accuracy']:.2f} | {branch} | {r['n']} | {r['pointing']:.2f} | {r['attribution']:.2f} | {r['road']:.3f} | {r['confidence_drop']:.3f} |"
             )
     lines += [
         "",
