@@ -277,3 +277,8 @@ def test_describe_caer_accuracy_and_the_paper_recipe(tmp_path: Path):
     assert describe_results(record) == "SIB-Net · CAER-S · test accuracy 74.8 ± 0.4"
     no_test = results_record(_summary(cfg, [(0.75, None), (0.76, None), (0.74, None)]), "sibnet", cfg.model)
     assert describe_results(no_test) == "SIB-Net · CAER-S · val accuracy 75.0 ± 1.0"
+    # --neutral-dropout leaves the paper's recipe, and the card says so.
+    blanked = _config("caer", tmp_path, "sibnet", "--neutral-dropout", "0.1")
+    record = results_record(_summary(blanked, [(0.75, 0.744)] * 3), "sibnet", blanked.model)
+    assert record["deviations"] == ["each branch blanked with probability 0.1 in training (paper: never)"]
+    assert describe_results(record).endswith(" · not the paper's recipe")

@@ -71,6 +71,8 @@ def recipe_deviations(summary: Mapping[str, Any], config: ModelConfig) -> list[s
         out.append(f"at most {r['max_steps_per_epoch']} steps per epoch (paper: full epochs)")
     if not r.get("pretrained", True):
         out.append("trunks trained from scratch (paper: ImageNet-pretrained ResNet-18)")
+    if r.get("neutral_dropout"):
+        out.append(f"each branch blanked with probability {r['neutral_dropout']} in training (paper: never)")
     if (config.input_size, config.resize) != (224, 230):
         out.append(f"inputs {config.resize} → {config.input_size} px (paper: 230 → 224)")
     if len(summary["seeds"]) != 3:
