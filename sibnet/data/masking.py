@@ -322,3 +322,48 @@ class InputTransform:
 
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size, "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
+
+
+# --- the neutral input (what a region without evidence becomes) ---
+
+
+def neutral_inputs(
+    transform: InputTransform,
+    batch: int = 1,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The neutral (face, body, scene) inputs, each (batch, 3, size, size): Eq. 3's all-zero masked image.
+
+    Built by the recipe itself from an all-black photo with no boxes, so it is exactly what the model is fed
+    for a region without evidence (every pixel -mean/std after normalisation), whatever the recipe.
+    """
+    black = np.zeros((transform.resize, transform.resize, 3), dtype=np.uint8)
+    tensors = transform(black, None, None).tensors
+    return tuple(t.to(device=device, dtype=dtype)[None].expand(batch, -1, -1, -1) for t in tensors)  # type: ignore[return-value]
+
+
+def neutral_dropout(
+    inputs: Sequence[torch.Tensor],
+    transform: InputTransform,
+    p: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A training batch with each branch of each item replaced by the neutral input with probability ``p``.
+
+    Independent per item and branch, labels unchanged: a model trained on such batches learns that a neutral
+    branch carries no evidence, which is what gives :func:`sibnet.attribution.branch_attributions` its
+    meaning (that module's docstring). ``inputs`` is the (face, body, scene) batch, each (B, 3, S, S); it is not modified.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    inputs = tuple(inputs)
+    if len(inputs) != 3 or len({tuple(x.shape) for x in inputs}) != 1 or inputs[0].ndim != 4:
+        raise ValueError("inputs must be the (face, body, scene) batch, each (B, 3, S, S)")
+    batch = inputs[0].shape[0]
+    blank = neutral_inputs(transform, 1, inputs[0].device, inputs[0].dtype)
+    drop = torch.rand(3, batch, generator=generator) < p
+    return tuple(  # type: ignore[return-value]
+        torch.where(drop[k].to(x.device)[:, None, None, None], o, x)
+        for k, (x, o) in enumerate(zip(inputs, blank))
+    )

@@ -22,10 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from sibnet.attribution import neutral_dropout
 from sibnet.checkpoints import load_model
 from sibnet.data.base import check_disjoint
-from sibnet.data.masking import BRANCHES
+from sibnet.data.masking import BRANCHES, neutral_dropout
 from sibnet.distributed import (
     DistContext,
     all_reduce_sum,
