@@ -255,17 +255,24 @@ class DemoApp:
         target: Any,
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> dict:
-        """A new photo: detection, the three models, all maps."""
-        if isinstance(photo, Refusal):  # not shown as a broken image in the input; the last result stays
-            return {**self._failed(UserError(photo.message)), self.c["photo"]: None}
+        """A new photo: detection, the three models, all maps.
+
+        Every return sets the photo input: an output missing from a returned dict is a ``gr.skip()``, which
+        Gradio treats as a property update and answers by rebuilding the component for this session from its
+        constructor, without the intake :func:`demo.ui.photo_input` sets on the instance, so the session's next
+        upload would be decoded by Gradio itself (its raw error on a bad file, its limits instead of ours).
+        """
         try:
             path = self._photo(photo)
+        except UserError as err:  # no photo, or a refused upload (not left in the input as a broken image)
+            return {**self._failed(err), self.c["photo"]: None}
+        try:
             analysis = self._analysis(
                 path, self._method(method), self._target(target), lambda f, s: progress(f, desc=s)
             )
-            return self._full_view(analysis, 0, display_stem(path))
+            return {**self._full_view(analysis, 0, display_stem(path)), self.c["photo"]: path}
         except Exception as err:  # noqa: BLE001 - every failure becomes one sentence; bugs are logged in sentence()
-            return self._failed(err)
+            return {**self._failed(err), self.c["photo"]: path}
 
     @gpu
     def example(

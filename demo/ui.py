@@ -43,6 +43,7 @@ from demo.views import (
     CODE_URL_ENV,
     CSS,
     EXAMPLES_DIR,
+    HIDE_BROKEN_PHOTO,
     HOW_TO_READ,
     PAPER,
     SCROLL_TO_RESULTS,
@@ -283,6 +284,7 @@ def launch_kwargs(host: str, port: int, share: bool, **guard: Any) -> dict[str, 
         "max_file_size": MAX_FILE_SIZE,
         "show_error": True,  # gr.Error messages reach the user; tracebacks never do (see demo.handlers.sentence)
         "css": CSS,
+        "js": HIDE_BROKEN_PHOTO,
         "footer_links": ["api", "gradio"],
         "app_kwargs": {"middleware": [Middleware(RequestGuard, disk_root=root, **guard)]},
     }

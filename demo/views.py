@@ -33,6 +33,14 @@ CSS = f"""
   .gradio-container {{ padding: 4px !important; }}
 }}
 """
+# On page load: a refused upload (a file that is not an image) would sit in the photo input as a broken image
+# (the server's empty value does not clear the preview Gradio drew at upload): hide a photo that fails to load
+# until one loads there again. error and load do not bubble, so they are caught on their way down.
+HIDE_BROKEN_PHOTO = """() => {
+  const inPhoto = (e) => e.target instanceof HTMLImageElement && e.target.closest('#photo');
+  document.addEventListener('error', (e) => { if (inPhoto(e)) e.target.style.visibility = 'hidden'; }, true);
+  document.addEventListener('load', (e) => { if (inPhoto(e)) e.target.style.visibility = ''; }, true);
+}"""
 # After an analysis on a narrow screen, bring the results into view (runs in the browser: no request).
 SCROLL_TO_RESULTS = f"""() => {{
   if (window.innerWidth <= {NARROW_PX}) {{

@@ -222,7 +222,14 @@ def test_desktop_every_state(browser, analyzer):
         assert "person-2_contributions" in chart
         _no_developer_text(page)
 
-        # A text file renamed .jpg after a result: one plain sentence, the previous result stays.
+        # An uploaded photo analysed, then a text file renamed .jpg: one plain sentence, the previous result
+        # stays, and no broken image is left in the photo input. (An analysis that left the photo out of its
+        # outputs once made Gradio rebuild the input for the session, and the next upload met Gradio's own
+        # decoder: a bare "Error".)
+        page.set_input_files("#photo input[type=file]", str(_images.photo_path("zidane")))
+        page.wait_for_selector("#photo img")
+        page.click("#analyse")
+        figure = _wait_for_change(page, "figure-wide", figure)
         bad = ARTIFACTS / "not-a-photo.jpg"
         ARTIFACTS.mkdir(exist_ok=True)
         bad.write_text("this is a shopping list, not a photo\n")
@@ -232,6 +239,8 @@ def test_desktop_every_state(browser, analyzer):
         page.wait_for_function("document.querySelector('#message').innerText.includes('text file')")
         _wait_idle(page)
         assert _src(page, "figure-wide") == figure  # kept
+        broken = "[...document.querySelectorAll('#photo img')].filter(i => i.naturalWidth === 0 && getComputedStyle(i).visibility !== 'hidden').length"
+        assert page.evaluate(broken) == 0
         _no_developer_text(page)
         page.screenshot(path=str(ARTIFACTS / "browser-desktop.png"), full_page=True)
         assert errors == []
